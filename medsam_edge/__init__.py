@@ -1,0 +1,42 @@
+"""medsam_edge: LiteMedSAM promptable medical image segmentation on CPUs with OpenVINO.
+
+Public API::
+
+    from medsam_edge import Segmenter
+    seg = Segmenter()                      # INT8 on CPU; Segmenter.reference() = the official pipeline in fp32
+    result = seg(image, boxes)             # image (H, W[, 3]); boxes (N, 4) XYXY pixels
+    result.masks, result.scores, result.label_map
+
+Importing medsam_edge never imports torch.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    ConfigurationError,
+    ExportError,
+    InvalidBoxError,
+    InvalidImageError,
+    MedsamEdgeError,
+    ModelFileError,
+    NotReadyError,
+    UnreadableFileError,
+)
+from .segmenter import ImageState, SegmentationResult, Segmenter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Segmenter",
+    "SegmentationResult",
+    "ImageState",
+    "MedsamEdgeError",
+    "InvalidImageError",
+    "InvalidBoxError",
+    "NotReadyError",
+    "ModelFileError",
+    "UnreadableFileError",
+    "ConfigurationError",
+    "ExportError",
+    "__version__",
+]

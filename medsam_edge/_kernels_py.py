@@ -1,0 +1,127 @@
+"""NumPy/OpenCV twin of the native kernels (``medsam_edge._native``).
+
+This module *defines* the semantics; the C++ kernels in ``csrc/`` must give the same answers (tests compare them).
+All functions are pure: they validate nothing beyond what they need (the public API validates first).
+
+Conventions
+-----------
+* Images are (H, W) or (H, W, C) arrays, C in {1, 3}, row-major (y, x).
+* ``TARGET`` (256) is the model's input side. Resize keeps the aspect ratio so that the longest side becomes 256:
+  ``scale = 256 / max(H, W)``, ``new_h = int(H * scale + 0.5)``, ``new_w = int(W * scale + 0.5)`` (double precision,
+  exactly as the official LiteMedSAM pipeline).
+* uint8 images are resized as uint8 (OpenCV ``INTER_AREA`` with its rounding), like the reference; every other dtype
+  is converted to float32 first and resized in float32 (no rounding), so 12/16-bit data keep their precision.
+* Normalisation is per image over all channels: ``(x - min) / max(max - min, 1e-8)`` computed in float64 and stored
+  as float32; padding is zeros at the bottom/right.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+TARGET = 256
+
+
+def resized_shape(h: int, w: int, target: int = TARGET) -> tuple[int, int]:
+    """(new_h, new_w) of the longest-side resize, exactly as the reference computes it."""
+    scale = target * 1.0 / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def resize_area(image: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
+    """OpenCV ``INTER_AREA`` resize of a (H, W) or (H, W, C) uint8 or float32 image to (new_h, new_w[, C])."""
+    image = np.ascontiguousarray(image)
+    squeeze_channel = image.ndim == 3 and image.shape[2] == 1
+    src = image[:, :, 0] if squeeze_channel else image
+    out = cv2.resize(src, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    if image.ndim == 3 and out.ndim == 2:
+        out = out[:, :, None]
+    return out
+
+
+def preprocess(image: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Image -> model input.
+
+    Args:
+        image: (H, W), (H, W, 1) or (H, W, 3) array of any real dtype, finite values.
+        out: optional preallocated (1, 3, 256, 256) float32 C-contiguous buffer, overwritten.
+
+    Returns:
+        (tensor, (new_h, new_w)): the (1, 3, 256, 256) float32 input (grey images repeated to 3 channels) and the
+        size of the resized image inside the padded square.
+    """
+    h, w = image.shape[:2]
+    new_h, new_w = resized_shape(h, w)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.dtype != np.uint8:
+        image = image.astype(np.float32)
+    resized = resize_area(image, new_h, new_w)
+    lo = float(resized.min())
+    hi = float(resized.max())
+    norm = (resized.astype(np.float64) - lo) / max(hi - lo, 1e-8)
+    if out is None:
+        out = np.zeros((1, 3, TARGET, TARGET), dtype=np.float32)
+    else:
+        out[...] = 0.0
+    if norm.ndim == 2:
+        out[0, :, :new_h, :new_w] = norm[None, :, :].astype(np.float32)
+    else:
+        out[0, :, :new_h, :new_w] = np.transpose(norm, (2, 0, 1)).astype(np.float32)
+    return out, (new_h, new_w)
+
+
+def postprocess(logits: np.ndarray, new_hw: tuple[int, int], orig_hw: tuple[int, int]) -> np.ndarray:
+    """Low-resolution logits -> full-resolution boolean masks.
+
+    Args:
+        logits: (B, 256, 256) float32 (a (B, 1, 256, 256) array is accepted too).
+        new_hw: (new_h, new_w) of the resized image inside the 256 square; logits are cropped to it.
+        orig_hw: (H, W) of the original image.
+
+    Returns:
+        (B, H, W) bool: bilinear upsampling (half-pixel centres, like torch ``align_corners=False``) then
+        ``logit > 0`` (the reference's ``sigmoid > 0.5``).
+    """
+    logits = np.asarray(logits, dtype=np.float32)
+    if logits.ndim == 4:
+        logits = logits[:, 0]
+    new_h, new_w = new_hw
+    h, w = orig_hw
+    masks = np.empty((logits.shape[0], h, w), dtype=bool)
+    for i in range(logits.shape[0]):
+        crop = np.ascontiguousarray(logits[i, :new_h, :new_w])
+        up = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
+        masks[i] = up > 0
+    return masks
+
+
+def label_map(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool -> (H, W) uint16 label map; mask i gets label i + 1, later masks overwrite earlier ones."""
+    n, h, w = masks.shape
+    labels = np.zeros((h, w), dtype=np.uint16)
+    for i in range(n):
+        labels[masks[i]] = i + 1
+    return labels
+
+
+def box_from_mask(mask: np.ndarray, margin: int = 3) -> np.ndarray | None:
+    """Reference rule for the next slice's box in 3D propagation, in 256 space.
+
+    ``mask`` is the previous slice's (H, W) uint8 mask holding the box's label value (the reference resizes the
+    label image itself, so the value matters for INTER_AREA rounding). It is resized with the longest-side rule,
+    padded to 256; the tight box of pixels > 0 is widened by ``margin`` on each side and clamped to [0, 256].
+    Returns int64 [x_min, y_min, x_max, y_max] or None when the resized mask is empty.
+    """
+    h, w = mask.shape
+    new_h, new_w = resized_shape(h, w)
+    small = resize_area(np.ascontiguousarray(mask, dtype=np.uint8), new_h, new_w)
+    ys, xs = np.nonzero(small > 0)
+    if ys.size == 0:
+        return None
+    x_min = max(0, int(xs.min()) - margin)
+    x_max = min(TARGET, int(xs.max()) + margin)
+    y_min = max(0, int(ys.min()) - margin)
+    y_max = min(TARGET, int(ys.max()) + margin)
+    return np.array([x_min, y_min, x_max, y_max], dtype=np.int64)

@@ -1,0 +1,172 @@
+"""The public :class:`Segmenter`: image + boxes -> one mask per box.
+
+Two steps, like SAM's predictor: :meth:`Segmenter.set_image` encodes the image once (the expensive part, ~0.1-0.3 s)
+and :meth:`Segmenter.predict` decodes any number of boxes against that embedding (all boxes in one batched call).
+``segmenter(image, boxes)`` does both.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import kernels
+from .errors import NotReadyError
+from .models import resolve as resolve_models
+from .prompts import Frame, check_boxes_2d, check_image
+from .runtime import DEFAULT, DecoderModel, EncoderModel, Runtime, RuntimeOptions, resolve_cache_dir
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Masks for the boxes of one 2D image (arrays are read-only).
+
+    Attributes:
+        masks: (N, H, W) bool, one mask per box, in the input order.
+        scores: (N,) float32, the decoder's predicted IoU of each mask.
+        label_map: (H, W) uint16; box i's pixels hold i + 1, a later box overwrites an earlier one where they overlap.
+        boxes: (N, 4) float64, the boxes used, XYXY in original pixels after clipping to the image.
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    label_map: np.ndarray
+    boxes: np.ndarray
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """What :meth:`Segmenter.set_image` keeps: the embedding and the image geometry."""
+
+    embedding: np.ndarray = field(repr=False)  # (1, 256, 64, 64) float32
+    frame: Frame
+
+
+class Segmenter:
+    """LiteMedSAM on OpenVINO.
+
+    Args:
+        precision: "int8" (default: NNCF-quantized), "fp32" (exact f32 execution; the reference configuration) or
+            "bf16" (bf16 execution of the FP16-stored model; fast on CPUs with AVX-512 BF16/AMX).
+        device: OpenVINO device name, default "CPU"; any name OpenVINO knows passes through.
+        threads: inference threads (None: OpenVINO's default, all cores).
+        performance_hint: "LATENCY" (default) or "THROUGHPUT".
+        cache_dir: OpenVINO compiled-model cache folder; default under the user cache dir
+            (``$MEDSAM_EDGE_CACHE``, ``$XDG_CACHE_HOME/medsam_edge`` or ``~/.cache/medsam_edge``); None disables it.
+        model_dir: folder with IR files and a ``manifest.json`` (default: the files shipped in the package).
+        verify_models: check every model file's sha256 against the manifest before loading (default True).
+
+    One instance may be shared by threads: calls are serialised by an internal lock. For parallel throughput use one
+    instance per thread.
+    """
+
+    def __init__(
+        self,
+        precision: str = "int8",
+        *,
+        device: str = "CPU",
+        threads: int | None = None,
+        performance_hint: str = "LATENCY",
+        cache_dir=DEFAULT,
+        model_dir=None,
+        verify_models: bool = True,
+    ) -> None:
+        self.options = RuntimeOptions(
+            device=device,
+            precision=precision,
+            threads=threads,
+            performance_hint=performance_hint,
+            cache_dir=resolve_cache_dir(cache_dir),
+        )
+        self.models = resolve_models(self.options.variant, model_dir, verify=verify_models)
+        runtime = Runtime(self.options)
+        self._encoder = EncoderModel(runtime.compile(self.models.encoder_xml))
+        self._decoder = DecoderModel(runtime.compile(self.models.decoder_xml))
+        self._input = np.zeros((1, 3, kernels.TARGET, kernels.TARGET), dtype=np.float32)
+        self._state: ImageState | None = None
+        self._lock = threading.RLock()
+
+    @classmethod
+    def reference(cls, **kwargs) -> "Segmenter":
+        """The configuration that reproduces the official LiteMedSAM pipeline: fp32 execution."""
+        kwargs.setdefault("precision", "fp32")
+        return cls(**kwargs)
+
+    # -- 2D ------------------------------------------------------------------------------------------------------
+    def encode(self, image) -> ImageState:
+        """Validate and encode one 2D image; returns the state without keeping it."""
+        image = check_image(image)
+        frame = Frame(int(image.shape[0]), int(image.shape[1]))
+        with self._lock:
+            tensor, _ = kernels.preprocess(image, self._input)
+            embedding = self._encoder(tensor)
+        return ImageState(embedding=_frozen(embedding), frame=frame)
+
+    def set_image(self, image) -> ImageState:
+        """Encode ``image`` and keep it for :meth:`predict`.
+
+        Args:
+            image: (H, W), (H, W, 1) or (H, W, 3) array; uint8 (processed exactly like the reference), or uint16,
+                int16, float, ... (converted to float32 and min-max normalised: no clipping, so prepare CT/MR
+                intensities first, see :mod:`medsam_edge.intensity`). Must be finite and not constant.
+        """
+        state = self.encode(image)
+        with self._lock:
+            self._state = state
+        return state
+
+    def predict(self, boxes, state: ImageState | None = None) -> SegmentationResult:
+        """Masks for ``boxes`` on the image given to :meth:`set_image` (or on ``state``).
+
+        Args:
+            boxes: (N, 4) or (4,) XYXY in original pixels (x along columns); N may be 0. Boxes partly outside the
+                image are clipped to it; boxes fully outside, inverted or of zero width/height raise
+                :class:`~medsam_edge.errors.InvalidBoxError`.
+        """
+        with self._lock:
+            state = state if state is not None else self._state
+            if state is None:
+                raise NotReadyError("predict() needs an image: call set_image(image) first")
+            frame = state.frame
+            clipped = check_boxes_2d(boxes, frame.height, frame.width)
+            logits, iou = self._decoder(state.embedding, frame.boxes_to_model(clipped))
+        masks = kernels.postprocess(logits, frame.resized, (frame.height, frame.width))
+        labels = kernels.label_map(masks)
+        return SegmentationResult(
+            masks=_frozen(masks), scores=_frozen(iou), label_map=_frozen(labels), boxes=_frozen(clipped)
+        )
+
+    def __call__(self, image, boxes) -> SegmentationResult:
+        """Segment ``boxes`` on ``image`` in one call (does not change the image kept by :meth:`set_image`)."""
+        image = check_image(image)
+        frame = Frame(int(image.shape[0]), int(image.shape[1]))
+        check_boxes_2d(boxes, frame.height, frame.width)  # fail before the expensive encoder
+        return self.predict(boxes, state=self.encode(image))
+
+    # -- introspection ---------------------------------------------------------------------------------------------
+    @property
+    def info(self) -> dict:
+        """Device, precision, threads, model files and kernel backend in use."""
+        compiled = self._encoder.compiled
+        try:
+            exec_precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except Exception:  # noqa: BLE001 - not every device reports it
+            exec_precision = "unknown"
+        return {
+            "device": self.options.device,
+            "precision": self.options.precision,
+            "execution_precision": exec_precision,
+            "threads": self.options.threads,
+            "performance_hint": self.options.performance_hint,
+            "cache_dir": self.options.cache_dir,
+            "encoder": str(self.models.encoder_xml),
+            "decoder": str(self.models.decoder_xml),
+            "kernels": kernels.BACKEND,
+        }
