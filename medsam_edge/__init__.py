@@ -23,6 +23,7 @@ from .errors import (
     UnreadableFileError,
 )
 from .segmenter import ImageState, SegmentationResult, Segmenter
+from .volume import VolumeResult
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "Segmenter",
     "SegmentationResult",
     "ImageState",
+    "VolumeResult",
     "MedsamEdgeError",
     "InvalidImageError",
     "InvalidBoxError",

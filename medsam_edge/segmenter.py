@@ -7,16 +7,37 @@ and :meth:`Segmenter.predict` decodes any number of boxes against that embedding
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import kernels
-from .errors import NotReadyError
+from .errors import ConfigurationError, InvalidBoxError, NotReadyError
 from .models import resolve as resolve_models
 from .prompts import Frame, check_boxes_2d, check_image
 from .runtime import DEFAULT, DecoderModel, EncoderModel, Runtime, RuntimeOptions, resolve_cache_dir
+from .volume import STRATEGIES, VolumeResult, check_boxes_3d, check_volume
+from .volume import segment_volume as run_volume
+
+
+def _load_volume(volume):
+    """(array (z, y, x), geometry or None, boxes or None) from an array, a SimpleITK image or a path."""
+    if isinstance(volume, np.ndarray):
+        return volume, None, None
+    if isinstance(volume, (str, os.PathLike)):
+        from .io import read_image
+
+        loaded = read_image(volume)
+        return loaded.array, loaded.geometry, loaded.boxes
+    if type(volume).__name__ == "Image" and type(volume).__module__.startswith("SimpleITK"):
+        import SimpleITK as sitk
+
+        from .io import Geometry
+
+        return sitk.GetArrayFromImage(volume), Geometry.from_sitk(volume), None
+    return volume, None, None
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -62,6 +83,7 @@ class Segmenter:
             (``$MEDSAM_EDGE_CACHE``, ``$XDG_CACHE_HOME/medsam_edge`` or ``~/.cache/medsam_edge``); None disables it.
         model_dir: folder with IR files and a ``manifest.json`` (default: the files shipped in the package).
         verify_models: check every model file's sha256 against the manifest before loading (default True).
+        volume_strategy: default 3D strategy of :meth:`segment_volume` ("propagate" or "slicewise").
 
     One instance may be shared by threads: calls are serialised by an internal lock. For parallel throughput use one
     instance per thread.
@@ -77,7 +99,11 @@ class Segmenter:
         cache_dir=DEFAULT,
         model_dir=None,
         verify_models: bool = True,
+        volume_strategy: str = "propagate",
     ) -> None:
+        if volume_strategy not in STRATEGIES:
+            raise ConfigurationError(f"volume_strategy must be one of {STRATEGIES}, got {volume_strategy!r}")
+        self.volume_strategy = volume_strategy
         self.options = RuntimeOptions(
             device=device,
             precision=precision,
@@ -95,8 +121,9 @@ class Segmenter:
 
     @classmethod
     def reference(cls, **kwargs) -> "Segmenter":
-        """The configuration that reproduces the official LiteMedSAM pipeline: fp32 execution."""
+        """The configuration that reproduces the official LiteMedSAM pipeline: fp32 execution, propagation in 3D."""
         kwargs.setdefault("precision", "fp32")
+        kwargs.setdefault("volume_strategy", "propagate")
         return cls(**kwargs)
 
     # -- 2D ------------------------------------------------------------------------------------------------------
@@ -149,6 +176,60 @@ class Segmenter:
         frame = Frame(int(image.shape[0]), int(image.shape[1]))
         check_boxes_2d(boxes, frame.height, frame.width)  # fail before the expensive encoder
         return self.predict(boxes, state=self.encode(image))
+
+    # -- 3D ------------------------------------------------------------------------------------------------------
+    def segment_volume(
+        self,
+        volume,
+        boxes,
+        *,
+        strategy: str | None = None,
+        window=None,
+        cache_slices: int = 16,
+        progress=None,
+    ) -> VolumeResult:
+        """Segment a 3D volume from 3D boxes.
+
+        Args:
+            volume: a (z, y, x) array, a SimpleITK image or a file path (NIfTI, NRRD, MHA, DICOM folder, challenge
+                ``.npz``). uint8 volumes are used as they are (the challenge's prepared intensities). Other dtypes are
+                mapped to uint8 first: with ``window`` (a CT preset name such as "abdomen", "lung", "brain",
+                "mediastinum", or a (width, level) pair) by CT windowing, otherwise by the 0.5-99.5 percentile rule
+                of non-zero voxels (MR and others). See :mod:`medsam_edge.intensity`.
+            boxes: (N, 6) ``[x_min, y_min, z_min, x_max, y_max, z_max]`` in voxels, z inclusive (challenge order).
+                A challenge ``.npz`` path brings its own boxes when ``boxes`` is None.
+            strategy: "propagate" (the official loop) or "slicewise"; default: this segmenter's ``volume_strategy``.
+            cache_slices: embeddings kept between the upward and downward sweeps (4 MiB each).
+            progress: optional callable ``(done, total)`` called after each slice.
+
+        Returns:
+            :class:`VolumeResult` with the uint16 label map, per-box masks on demand and the geometry (spacing, origin
+            and direction in ITK (x, y, z) order; ``geometry.spacing_zyx`` matches the array axes).
+        """
+        array, geometry, file_boxes = _load_volume(volume)
+        if boxes is None:
+            boxes = file_boxes
+        if boxes is None:
+            raise InvalidBoxError("boxes are required: (N, 6) [x_min, y_min, z_min, x_max, y_max, z_max]")
+        array = check_volume(array)
+        clipped = check_boxes_3d(boxes, array.shape)
+        if array.dtype != np.uint8:
+            from .intensity import percentile_normalize, window_ct
+
+            array = window_ct(array, window) if window is not None else percentile_normalize(array)
+        strategy = strategy or self.volume_strategy
+        if strategy not in STRATEGIES:
+            raise ConfigurationError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+
+        def encode(slice2d: np.ndarray) -> np.ndarray:
+            tensor, _ = kernels.preprocess(slice2d, self._input)
+            return self._encoder(tensor)
+
+        with self._lock:
+            return run_volume(
+                array, clipped, encode, self._decoder, strategy=strategy, cache_slices=cache_slices,
+                progress=progress, geometry=geometry,
+            )
 
     # -- introspection ---------------------------------------------------------------------------------------------
     @property

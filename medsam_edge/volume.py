@@ -1,0 +1,271 @@
+"""3D segmentation from 3D boxes: the slice loop, shared embeddings, propagation.
+
+Axis order: volumes are (z, y, x) arrays (slice, row, column). 3D boxes are ``[x_min, y_min, z_min, x_max, y_max,
+z_max]`` with inclusive z (the challenge order). Only axial (z) slices are segmented, in array order: a volume read
+from a file is segmented in its stored orientation, whatever its direction cosines (see :mod:`medsam_edge.io`).
+
+Strategies:
+
+* ``"propagate"`` (the official LiteMedSAM loop, the reference): the middle slice ``z_mid = int((z_max - z_min) / 2 +
+  z_min)`` uses the box's 2D part; going up (z_mid+1 .. z_max) and then down (z_mid-1 .. z_min), each slice's box is
+  taken from the previous slice's mask of the same box (:func:`medsam_edge.kernels.box_from_mask`, 3 px margin in
+  256 space), falling back to the 2D part when that mask is empty.
+* ``"slicewise"``: every slice in [z_min, z_max] is prompted with the box's 2D part; slices are independent.
+
+Work done once: all boxes are advanced together, so every slice is encoded once per sweep and every box active on a
+slice is decoded in one batched call. In ``"propagate"`` the upward sweep keeps the embeddings the downward sweep will
+need in a bounded cache (``cache_slices`` x 4 MiB, default 16 = 64 MiB); a slice that does not fit is encoded again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import kernels
+from .errors import InvalidBoxError, InvalidImageError
+from .prompts import MAX_SIDE, Frame, as_boxes
+
+STRATEGIES = ("propagate", "slicewise")
+
+
+def check_volume(volume, name: str = "volume") -> np.ndarray:
+    """Validate a (z, y, x) volume: 3 dimensions, real dtype, finite, each side >= 1; returns an ndarray."""
+    if not isinstance(volume, np.ndarray):
+        try:
+            volume = np.asarray(volume)
+        except Exception as exc:  # noqa: BLE001
+            raise InvalidImageError(f"{name} must be a (z, y, x) NumPy array, got {type(volume).__name__}") from exc
+    if volume.dtype == np.bool_ or volume.dtype.kind not in "uif":
+        raise InvalidImageError(f"{name} dtype must be an integer or float type, got {volume.dtype}")
+    if volume.ndim != 3:
+        hint = " (a 2D image: use Segmenter.predict / segmenter(image, boxes))" if volume.ndim == 2 else ""
+        hint = hint or (" (4D input: pick one channel/time point first)" if volume.ndim == 4 else "")
+        raise InvalidImageError(f"{name} must be a (z, y, x) volume with 3 dimensions, got shape {volume.shape}{hint}")
+    if 0 in volume.shape:
+        raise InvalidImageError(f"{name} is empty: shape {volume.shape}, expected at least 1 voxel on each axis")
+    d, h, w = volume.shape
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise InvalidImageError(f"{name} slices are {h}x{w}; the largest supported side is {MAX_SIDE}")
+    new_h, new_w = kernels.resized_shape(h, w)
+    if new_h == 0 or new_w == 0:
+        raise InvalidImageError(f"{name} slices of {h}x{w} are too elongated (aspect ratio must be below 512:1)")
+    if volume.dtype.kind == "f" and not np.isfinite(volume).all():
+        raise InvalidImageError(f"{name} contains NaN or infinite values; expected finite values only")
+    return volume
+
+
+def check_boxes_3d(boxes, shape: tuple[int, int, int], name: str = "boxes") -> np.ndarray:
+    """Validate (N, 6) ``[x_min, y_min, z_min, x_max, y_max, z_max]`` boxes against a (z, y, x) ``shape``.
+
+    z values are slice indices and must be integers; z_max >= z_min (a one-slice box is fine); x/y follow the 2D rules
+    (x_max > x_min, y_max > y_min). Boxes partly outside the volume are clipped (x to [0, W], y to [0, H], z to
+    [0, D-1]); boxes fully outside raise :class:`InvalidBoxError`.
+
+    Returns:
+        (N, 6) float64 clipped boxes (z entries integral).
+    """
+    d, h, w = shape
+    arr = as_boxes(boxes, 6, name)
+    for i, (x0, y0, z0, x1, y1, z1) in enumerate(arr):
+        box = [x0, y0, z0, x1, y1, z1]
+        if z0 != np.floor(z0) or z1 != np.floor(z1):
+            raise InvalidBoxError(f"{name}[{i}] = {box}: z_min and z_max are slice indices and must be integers")
+        if x1 < x0 or y1 < y0 or z1 < z0:
+            raise InvalidBoxError(
+                f"{name}[{i}] = {box} is inverted; expected [x_min, y_min, z_min, x_max, y_max, z_max] with "
+                "x_max > x_min, y_max > y_min, z_max >= z_min"
+            )
+        if x1 == x0 or y1 == y0:
+            raise InvalidBoxError(f"{name}[{i}] = {box} has zero width or height; expected x_max > x_min, y_max > y_min")
+        if x0 >= w or y0 >= h or x1 <= 0 or y1 <= 0 or z0 > d - 1 or z1 < 0:
+            raise InvalidBoxError(
+                f"{name}[{i}] = {box} lies outside the volume (x in [0, {w}], y in [0, {h}], z in [0, {d - 1}])"
+            )
+    out = arr.copy()
+    out[:, 0] = np.clip(out[:, 0], 0, w)
+    out[:, 3] = np.clip(out[:, 3], 0, w)
+    out[:, 1] = np.clip(out[:, 1], 0, h)
+    out[:, 4] = np.clip(out[:, 4], 0, h)
+    out[:, 2] = np.clip(out[:, 2], 0, d - 1)
+    out[:, 5] = np.clip(out[:, 5], 0, d - 1)
+    return out
+
+
+@dataclass(frozen=True)
+class _Piece:
+    y0: int
+    x0: int
+    mask: np.ndarray  # bool crop
+
+
+@dataclass(frozen=True)
+class VolumeResult:
+    """Labels for the boxes of one volume (arrays read-only).
+
+    Attributes:
+        label_map: (z, y, x) uint16; box i's voxels hold i + 1, a later box overwrites an earlier one.
+        boxes: (N, 6) float64 boxes used, ``[x_min, y_min, z_min, x_max, y_max, z_max]`` after clipping.
+        scores: (N, z) float32 predicted IoU of each box on each slice it was decoded on, NaN elsewhere.
+        geometry: the volume's geometry (:class:`medsam_edge.io.Geometry`) when known, else None.
+        strategy: "propagate" or "slicewise".
+        encoded_slices: how many slice encodings ran (a slice encoded twice counts twice).
+    """
+
+    label_map: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    geometry: object | None
+    strategy: str
+    encoded_slices: int
+    _pieces: tuple = field(repr=False, default=())
+
+    def mask(self, i: int) -> np.ndarray:
+        """(z, y, x) bool mask of box ``i`` alone (before later boxes overwrote it in the label map)."""
+        if not 0 <= i < len(self._pieces):
+            raise IndexError(f"box index {i} out of range for {len(self._pieces)} boxes")
+        out = np.zeros(self.label_map.shape, dtype=bool)
+        for z, piece in self._pieces[i].items():
+            h, w = piece.mask.shape
+            out[z, piece.y0:piece.y0 + h, piece.x0:piece.x0 + w] = piece.mask
+        return out
+
+
+def _crop_piece(mask: np.ndarray) -> _Piece | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return _Piece(int(y0), int(x0), mask[y0:y1, x0:x1].copy())
+
+
+class _Embeddings:
+    """Encodes slices on demand; keeps at most ``capacity`` embeddings that are marked as needed later."""
+
+    def __init__(self, volume: np.ndarray, encode: Callable[[np.ndarray], np.ndarray], capacity: int) -> None:
+        self.volume = volume
+        self.encode = encode
+        self.capacity = max(0, capacity)
+        self.kept: dict[int, np.ndarray] = {}
+        self.count = 0
+
+    def get(self, z: int, keep: bool = False) -> np.ndarray:
+        emb = self.kept.pop(z, None)
+        if emb is None:
+            emb = self.encode(self.volume[z])
+            self.count += 1
+        if keep and self.capacity:
+            if len(self.kept) >= self.capacity:
+                lowest = min(self.kept)
+                if lowest < z:
+                    del self.kept[lowest]
+                else:
+                    return emb
+            self.kept[z] = emb
+        return emb
+
+
+def segment_volume(
+    volume: np.ndarray,
+    boxes: np.ndarray,
+    encode: Callable[[np.ndarray], np.ndarray],
+    decode: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    strategy: str = "propagate",
+    cache_slices: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+    geometry=None,
+) -> VolumeResult:
+    """Run the slice loop. ``volume`` (z, y, x) and ``boxes`` (N, 6) must already be validated/clipped.
+
+    ``encode(slice2d) -> (1, 256, 64, 64)`` embedding (any slice, constant slices included) and
+    ``decode(embedding, boxes256 (B, 4)) -> (logits (B, 256, 256), iou (B,))``.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    d, h, w = volume.shape
+    frame = Frame(h, w)
+    n = len(boxes)
+    labels = np.zeros((d, h, w), dtype=np.uint16)
+    scores = np.full((n, d), np.nan, dtype=np.float32)
+    pieces: list[dict[int, _Piece]] = [dict() for _ in range(n)]
+    if n == 0:
+        return VolumeResult(labels, boxes, scores, geometry, strategy, 0, tuple(pieces))
+
+    zmin = boxes[:, 2].astype(np.int64)
+    zmax = boxes[:, 5].astype(np.int64)
+    zmid = np.array([int((int(b) - int(a)) / 2 + int(a)) for a, b in zip(zmin, zmax)], dtype=np.int64)
+    box2d = frame.boxes_to_model(boxes[:, [0, 1, 3, 4]])  # (N, 4) float32 in 256 space
+    label_values = np.minimum(np.arange(1, n + 1), 255).astype(np.uint8)  # the reference's uint8 label image
+
+    if strategy == "propagate":
+        up_start, up_end = zmid, zmax
+        down_start, down_end = zmid - 1, zmin
+    else:  # slicewise: one sweep over every box's whole range
+        up_start, up_end = zmin, zmax
+        down_start, down_end = zmin - 1, zmin  # empty
+
+    total = int((up_end - up_start + 1).clip(0).sum() + (down_start - down_end + 1).clip(0).sum())
+    done = 0
+    emb_cache = _Embeddings(volume, encode, cache_slices if strategy == "propagate" else 0)
+    last_mask: list[np.ndarray | None] = [None] * n
+    mid_mask: list[np.ndarray | None] = [None] * n
+    needed_down_lo = int(down_end.min())
+    needed_down_hi = int(down_start.max())
+
+    def run_slice(z: int, active: np.ndarray, prev: list[np.ndarray | None], keep: bool) -> list[np.ndarray]:
+        nonlocal done
+        prompts = np.empty((len(active), 4), dtype=np.float32)
+        for k, b in enumerate(active):
+            box = None
+            if prev[k] is not None:
+                box = kernels.box_from_mask(np.where(prev[k], label_values[b], 0).astype(np.uint8), 3)
+            prompts[k] = box2d[b] if box is None else box
+        emb = emb_cache.get(z, keep=keep)
+        logits, iou = decode(emb, prompts)
+        masks = kernels.postprocess(logits, frame.resized, (h, w))
+        lab = labels[z]
+        for k, b in enumerate(active):  # ascending box index: later boxes win
+            m = masks[k]
+            lab[m] = np.maximum(lab[m], b + 1)
+            scores[b, z] = iou[k]
+            piece = _crop_piece(m)
+            if piece is not None:
+                pieces[b][z] = piece
+        done += len(active)
+        if progress is not None:
+            progress(done, total)
+        return list(masks)
+
+    # upward sweep (ascending z)
+    for z in range(int(up_start.min()), int(up_end.max()) + 1):
+        active = np.flatnonzero((up_start <= z) & (z <= up_end))
+        if active.size == 0:
+            continue
+        prev = [None if (strategy == "slicewise" or z == zmid[b]) else last_mask[b] for b in active]
+        keep = strategy == "propagate" and needed_down_lo <= z <= needed_down_hi and bool(
+            ((down_end <= z) & (z <= down_start)).any()
+        )
+        masks = run_slice(z, active, prev, keep)
+        for k, b in enumerate(active):
+            last_mask[b] = masks[k]
+            if z == zmid[b]:
+                mid_mask[b] = masks[k]
+
+    # downward sweep (descending z), propagate only
+    if strategy == "propagate" and needed_down_hi >= needed_down_lo:
+        last_mask = list(mid_mask)
+        for z in range(needed_down_hi, needed_down_lo - 1, -1):
+            active = np.flatnonzero((down_end <= z) & (z <= down_start))
+            if active.size == 0:
+                continue
+            prev = [last_mask[b] for b in active]
+            masks = run_slice(z, active, prev, keep=False)
+            for k, b in enumerate(active):
+                last_mask[b] = masks[k]
+
+    for arr in (labels, scores):
+        arr.setflags(write=False)
+    return VolumeResult(labels, boxes, scores, geometry, strategy, emb_cache.count, tuple(pieces))
