@@ -237,7 +237,8 @@ class Segmenter:
         """Device, precision, threads, model files and kernel backend in use."""
         compiled = self._encoder.compiled
         try:
-            exec_precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            value = compiled.get_property("INFERENCE_PRECISION_HINT")
+            exec_precision = value.to_string() if hasattr(value, "to_string") else str(value)
         except Exception:  # noqa: BLE001 - not every device reports it
             exec_precision = "unknown"
         return {

@@ -1,0 +1,162 @@
+"""The 3D slice loop's bookkeeping, checked against a plain per-box transcription of the official loop.
+
+A fake model stands in for LiteMedSAM: the "embedding" carries the slice's content and the "decoder" returns
+positive logits inside the prompt box where the slice is bright. Propagation then really depends on the previous
+slice's mask, so ordering, caching, batching and overwrite mistakes change the answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsam_edge import InvalidBoxError, InvalidImageError
+from medsam_edge import _kernels_py as twin
+from medsam_edge.volume import check_boxes_3d, check_volume, segment_volume
+
+
+class FakeModel:
+    def __init__(self):
+        self.encoded = []
+
+    def encode(self, slice2d):
+        self.encoded.append(slice2d.copy())
+        tensor, _ = twin.preprocess(slice2d)
+        return tensor[:, :1].copy()  # (1, 1, 256, 256): the normalised slice
+
+    def decode(self, embedding, boxes256):
+        img = embedding[0, 0]
+        out = np.full((len(boxes256), 256, 256), -1.0, np.float32)
+        for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes256, int)):
+            sub = img[y0:y1 + 1, x0:x1 + 1]
+            out[k, y0:y1 + 1, x0:x1 + 1] = np.where(sub > 0.5, 1.0, -1.0)
+        iou = np.linspace(0.5, 0.9, len(boxes256)).astype(np.float32)
+        return out, iou
+
+
+def per_box_reference(volume, boxes, model):
+    """The official loop, box by box, re-encoding every slice (no sharing)."""
+    d, h, w = volume.shape
+    ratio = 256 / max(h, w)
+    segs = np.zeros(volume.shape, np.uint16)
+    for idx, (x0, y0, z0, x1, y1, z1) in enumerate(np.asarray(boxes, int), start=1):
+        temp = np.zeros(volume.shape, np.uint8)
+        mid_box = np.array([int(v * ratio) for v in (x0, y0, x1, y1)], np.float32)
+        z_mid = int((z1 - z0) / 2 + z0)
+        new_hw = twin.resized_shape(h, w)
+
+        def step(z, prev):
+            emb = model.encode(volume[z])
+            box = mid_box
+            if prev is not None:
+                b = twin.box_from_mask(temp[prev])
+                if b is not None:
+                    box = b.astype(np.float32)
+            logits, _ = model.decode(emb, box[None])
+            mask = twin.postprocess(logits, new_hw, (h, w))[0]
+            temp[z][mask] = idx
+
+        for z in range(z_mid, min(z1 + 1, d)):
+            step(z, None if z == z_mid else z - 1)
+        for z in range(z_mid - 1, max(-1, z0 - 1), -1):
+            step(z, z + 1)
+        segs[temp > 0] = idx
+    return segs
+
+
+def make_volume(seed=0, shape=(24, 90, 120)):
+    rng = np.random.default_rng(seed)
+    d, h, w = shape
+    zz, yy, xx = np.mgrid[:d, :h, :w]
+    vol = np.zeros(shape, np.float64)
+    # three blobs whose extent changes with z, plus noise
+    for cz, cy, cx, r in ((8, 30, 30, 14), (14, 55, 80, 18), (12, 40, 60, 10)):
+        vol += 200 * (((zz - cz) / 1.3) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 < r**2)
+    vol += rng.normal(0, 10, shape)
+    return np.clip(vol, 0, 255).astype(np.uint8)
+
+
+BOXES = np.array(
+    [
+        [14, 14, 2, 46, 46, 14],
+        [60, 36, 4, 100, 74, 23],
+        [48, 28, 6, 74, 52, 18],  # overlaps box 1 and 2 in z and in plane: tests "later wins"
+        [10, 60, 20, 20, 70, 20],  # one-slice box
+    ]
+)
+
+
+@pytest.mark.parametrize("cache_slices", [0, 2, 64])
+def test_propagation_matches_per_box_official_loop(cache_slices):
+    vol = make_volume()
+    ref = per_box_reference(vol, BOXES, FakeModel())
+    model = FakeModel()
+    res = segment_volume(vol, check_boxes_3d(BOXES, vol.shape), model.encode, model.decode,
+                         strategy="propagate", cache_slices=cache_slices)
+    assert res.label_map.dtype == np.uint16
+    assert np.array_equal(res.label_map, ref)
+    # each slice in the union of z-ranges encoded once per sweep at most; with a big cache exactly once
+    union = set()
+    for b in BOXES:
+        union |= set(range(b[2], b[5] + 1))
+    if cache_slices >= 64:
+        assert res.encoded_slices == len(union)
+    assert res.encoded_slices <= 2 * len(union)
+    # per-box masks: the label map equals "later wins" over the per-box masks
+    rebuilt = np.zeros_like(ref)
+    for i in range(len(BOXES)):
+        rebuilt[res.mask(i)] = i + 1
+    assert np.array_equal(rebuilt, ref)
+    # scores only where a box was decoded
+    for i, b in enumerate(BOXES):
+        decoded = ~np.isnan(res.scores[i])
+        assert decoded.sum() == b[5] - b[2] + 1
+
+
+def test_slicewise_prompts_every_slice_with_the_2d_box():
+    vol = make_volume(1)
+    model = FakeModel()
+    res = segment_volume(vol, check_boxes_3d(BOXES, vol.shape), model.encode, model.decode, strategy="slicewise")
+    for i, (x0, y0, z0, x1, y1, z1) in enumerate(BOXES):
+        m = res.mask(i)
+        assert not m[:z0].any() and not m[z1 + 1:].any()
+    assert res.encoded_slices == len({z for b in BOXES for z in range(b[2], b[5] + 1)})
+
+
+def test_empty_slices_and_constant_volume_do_not_crash():
+    vol = make_volume(2)
+    vol[5:9] = 0  # empty slices inside box ranges
+    model = FakeModel()
+    res = segment_volume(vol, check_boxes_3d(BOXES[:2], vol.shape), model.encode, model.decode)
+    assert res.label_map.shape == vol.shape
+    const = np.zeros((4, 20, 20), np.uint8)
+    res = segment_volume(const, check_boxes_3d([[2, 2, 0, 10, 10, 3]], const.shape), model.encode, model.decode)
+    assert res.label_map.max() == 0
+
+
+def test_box_checks_3d():
+    shape = (10, 50, 60)
+    clipped = check_boxes_3d([[-5, -5, -3, 70, 80, 30]], shape)
+    assert clipped.tolist() == [[0, 0, 0, 60, 50, 9]]
+    for bad, match in [
+        ([[0, 0, 5, 10, 10, 4]], "inverted"),
+        ([[0, 0, 1.5, 10, 10, 4]], "integers"),
+        ([[0, 0, 11, 10, 10, 12]], "outside"),
+        ([[5, 0, 1, 5, 10, 4]], "zero width"),
+        ([[0, 0, 1, 10, 10]], "shape"),
+        ([[0, 0, 1, 10, np.nan, 4]], "NaN"),
+    ]:
+        with pytest.raises(InvalidBoxError, match=match):
+            check_boxes_3d(bad, shape)
+
+
+def test_volume_checks():
+    for bad, match in [
+        (np.zeros((10, 10), np.uint8), "2D image"),
+        (np.zeros((2, 3, 10, 10), np.uint8), "4D"),
+        (np.zeros((0, 10, 10), np.uint8), "empty"),
+        (np.full((3, 10, 10), np.nan), "NaN"),
+        (np.zeros((3, 10, 10), bool), "dtype"),
+    ]:
+        with pytest.raises(InvalidImageError, match=match):
+            check_volume(bad)
