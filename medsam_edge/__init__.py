@@ -21,6 +21,7 @@ from .errors import (
     ModelFileError,
     NotReadyError,
     UnreadableFileError,
+    UnwritableFileError,
 )
 from .segmenter import ImageState, SegmentationResult, Segmenter
 from .volume import VolumeResult
@@ -38,6 +39,7 @@ __all__ = [
     "NotReadyError",
     "ModelFileError",
     "UnreadableFileError",
+    "UnwritableFileError",
     "ConfigurationError",
     "ExportError",
     "__version__",

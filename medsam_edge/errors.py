@@ -31,6 +31,10 @@ class UnreadableFileError(MedsamEdgeError, OSError):
     """An input file does not exist, is a directory, is truncated, corrupt, or of an unsupported format."""
 
 
+class UnwritableFileError(MedsamEdgeError, OSError):
+    """An output file cannot be written (missing folder, a folder in the way, permissions, disk full, encoder error)."""
+
+
 class ConfigurationError(MedsamEdgeError, ValueError):
     """An option has a value outside the documented set (precision, device, threads, ...)."""
 

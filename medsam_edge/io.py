@@ -80,7 +80,7 @@ import numpy as np
 import numpy.lib.format as npy_format
 import SimpleITK as sitk
 
-from .errors import ConfigurationError, InvalidImageError, UnreadableFileError
+from .errors import ConfigurationError, InvalidImageError, UnreadableFileError, UnwritableFileError
 
 __all__ = [
     "Geometry",
@@ -856,9 +856,18 @@ def _atomic_write(target: Path, suffix: str, write: Callable[[str], None]) -> Pa
     """
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
-        raise FileNotFoundError(errno.ENOENT, f"cannot write {target}: folder {directory} does not exist")
+        raise UnwritableFileError(errno.ENOENT, f"cannot write {target}: folder {directory} does not exist")
     if target.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"cannot write {target}: it is a folder")
+        raise UnwritableFileError(errno.EISDIR, f"cannot write {target}: it is a folder")
+    try:
+        return _atomic_write_unchecked(target, directory, suffix, write)
+    except UnwritableFileError:
+        raise
+    except OSError as exc:
+        raise UnwritableFileError(exc.errno, f"cannot write {target}: {exc.strerror or exc}") from exc
+
+
+def _atomic_write_unchecked(target: Path, directory: Path, suffix: str, write: Callable[[str], None]) -> Path:
     name = target.name
     stem = name[: len(name) - len(suffix)] if suffix and name.lower().endswith(suffix) else name
     fd, temp = tempfile.mkstemp(prefix=f".{stem[:100]}.tmp-", suffix=suffix, dir=directory)

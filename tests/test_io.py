@@ -28,6 +28,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from medsam_edge.errors import UnwritableFileError
 import numpy.lib.format as npy_format
 import pytest
 import SimpleITK as sitk
@@ -691,10 +693,10 @@ def test_write_labels_validation(tmp_path):
 def test_write_labels_bool_and_folder_errors(tmp_path):
     write_labels(tmp_path / "m.nrrd", np.eye(4, dtype=bool))
     assert read_image(tmp_path / "m.nrrd").array.tolist() == np.eye(4, dtype=np.uint16).tolist()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UnwritableFileError, match="missing.*does not exist"):
         write_labels(tmp_path / "missing" / "m.nrrd", np.eye(4, dtype=np.uint8))
     (tmp_path / "d.nrrd").mkdir()
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(UnwritableFileError, match="is a folder"):
         write_labels(tmp_path / "d.nrrd", np.eye(4, dtype=np.uint8))
 
 
