@@ -18,7 +18,9 @@ Conventions used everywhere in this module:
 * 2D boxes are ``[x_min, y_min, x_max, y_max]``; 3D boxes ``[x_min, y_min, z_min, x_max, y_max, z_max]``;
   all int64 and *inclusive* pixel indices (the max is the last pixel that belongs to the object).
 * Label maps (``gts``) are uint16; box ``i`` belongs to label ``i + 1``.
-* ``spacing`` is float64 in the array's axis order, i.e. (z, y, x) in millimetres.
+* In memory (``Sample.spacing``) spacing is float64 in the array's axis order, i.e. (z, y, x) in millimetres.
+  In ``.npz`` files it is stored in ITK (x, y, z) order, like the challenge's own files (MedSAM issue 401);
+  writers reverse it and the loaders reverse it back.
 * ``.npz`` files contain only plain numeric / unicode arrays: ``np.load(..., allow_pickle=False)`` works.
 """
 
@@ -787,7 +789,8 @@ def load_sample_npz(path: os.PathLike | str) -> Sample:
         if gts is not None and gts.size == 0:
             gts = None
         mod = str(z["modality"]) if "modality" in z.files else path.name.split("_")[1]
-        spacing = tuple(float(s) for s in z["spacing"]) if "spacing" in z.files and boxes.shape[1] == 6 else None
+        # files store (x, y, z) like the challenge; Sample.spacing is (z, y, x)
+        spacing = tuple(float(s) for s in z["spacing"][::-1]) if "spacing" in z.files and boxes.shape[1] == 6 else None
         source = str(z["source"]) if "source" in z.files else ""
     return Sample(name=path.stem, image=_ro(img), boxes=_ro(boxes), gts=_ro(gts), modality=mod,
                   spacing=spacing, source=source)
@@ -1299,9 +1302,9 @@ def write_dev(out: Path, cache: Path | None = None) -> dict:
         is3d = c["boxes"].shape[1] == 6
         inp = {"imgs": c["imgs"], "boxes": c["boxes"]}
         gt = {"gts": c["gts"]}
-        if is3d:
-            inp["spacing"] = c["spacing"]
-            gt["spacing"] = c["spacing"]
+        if is3d:  # challenge convention: (x, y, z)
+            inp["spacing"] = np.ascontiguousarray(c["spacing"][::-1])
+            gt["spacing"] = np.ascontiguousarray(c["spacing"][::-1])
         fi, fg = tmp / "inputs" / f"{c['name']}.npz", tmp / "gts" / f"{c['name']}.npz"
         save_npz(fi, **inp)
         save_npz(fg, **gt)
@@ -1314,7 +1317,8 @@ def write_dev(out: Path, cache: Path | None = None) -> dict:
              "conventions": {"imgs": "2D HxWx3 uint8; 3D DxHxW uint8 (axes z, y, x)",
                              "boxes": "2D [x_min, y_min, x_max, y_max]; 3D [x_min, y_min, z_min, x_max, y_max, z_max]; "
                                       "inclusive pixel indices",
-                             "spacing": "float64 mm in array axis order (z, y, x)",
+                             "spacing": "float64 mm in ITK (x, y, z) order, like the challenge files "
+                                        "(reverse it for the (z, y, x) arrays)",
                              "gts": "uint16 label map, box i -> label i+1"},
              "mni_structures": {str(k): v for k, v in MNI_STRUCTURES.items()},
              "versions": source_versions(), "split_rules": SPLIT_RULES, "cases": entries}
@@ -1445,8 +1449,8 @@ def write_fixtures(out: os.PathLike | str | None = None, cache: Path | None = No
                   "modality": np.array(it["modality"]), "source": np.array(it["source"])}
         if it.get("gts") is not None:
             arrays["gts"] = it["gts"].astype(np.uint16)
-        if "spacing" in it:
-            arrays["spacing"] = it["spacing"]
+        if "spacing" in it:  # stored (x, y, z) like the challenge files
+            arrays["spacing"] = np.ascontiguousarray(np.asarray(it["spacing"])[::-1])
         f = out / f"{it['name']}.npz"
         save_npz(f, **arrays)
         files.append(f)
