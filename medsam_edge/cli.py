@@ -3,6 +3,7 @@
     medsam-edge                                    segment the bundled example, write mask + overlay
     medsam-edge segment INPUT [--box ...] [--box3d ...] [--boxes F.json] [-o OUT] [--overlay PNG]
     medsam-edge eval SEG_DIR GT_DIR                DSC / NSD table of challenge .npz folders
+    medsam-edge bench                              encoder/decoder latency per precision and thread count
     medsam-edge info                               versions, devices, kernels, model files
     medsam-edge export --out DIR                   re-export the IR files from the checkpoint (needs torch)
 """
@@ -63,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("gt_dir", type=Path)
     ev.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance (mm in 3D, pixels in 2D)")
     ev.add_argument("--csv", type=Path, help="also write per-case results as CSV")
+
+    bench = sub.add_parser("bench", help="encoder/decoder latency per precision and thread count")
+    bench.add_argument("--precisions", default="fp32,bf16,int8", help="comma-separated (default fp32,bf16,int8)")
+    bench.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    bench.add_argument("--repeats", type=int, default=30)
+    bench.add_argument("--json", type=Path, help="also write the rows as JSON")
 
     info = sub.add_parser("info", help="versions, devices, kernels, model files")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -371,6 +378,15 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import bench
+
+    argv = ["--precisions", args.precisions, "--threads", args.threads, "--repeats", str(args.repeats)]
+    if args.json is not None:
+        argv += ["--json", str(args.json)]
+    return int(bench.main(argv) or 0)
+
+
 def cmd_export(args) -> int:
     from .export import export_models
 
@@ -381,10 +397,10 @@ def cmd_export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in ("segment", "eval", "info", "export", "-h", "--help")):
+    if not argv or (argv[0] not in ("segment", "eval", "bench", "info", "export", "-h", "--help")):
         argv = ["segment", *argv]
     args = _parser().parse_args(argv)
-    handlers = {"segment": cmd_segment, "eval": cmd_eval, "info": cmd_info, "export": cmd_export}
+    handlers = {"segment": cmd_segment, "eval": cmd_eval, "bench": cmd_bench, "info": cmd_info, "export": cmd_export}
     try:
         return handlers[args.command](args)
     except MedsamEdgeError as exc:
