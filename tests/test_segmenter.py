@@ -170,22 +170,22 @@ def _copy_models(tmp_path):
 
 def test_corrupt_model_file_names_the_file(tmp_path):
     folder = _copy_models(tmp_path)
-    target = folder / "encoder_fp16.bin"
+    target = folder / "encoder_fp32c.bin"
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
-    with pytest.raises(ModelFileError, match="encoder_fp16.bin.*expected [0-9a-f]{64}"):
+    with pytest.raises(ModelFileError, match="encoder_fp32c.bin.*expected [0-9a-f]{64}"):
         Segmenter(precision="fp32", model_dir=folder)
 
 
 def test_truncated_and_missing_model_files(tmp_path):
     folder = _copy_models(tmp_path)
-    dec = folder / "decoder_fp16.bin"
+    dec = folder / "decoder_fp32c.bin"
     dec.write_bytes(dec.read_bytes()[:1000])
-    with pytest.raises(ModelFileError, match="decoder_fp16.bin.*truncated"):
+    with pytest.raises(ModelFileError, match="decoder_fp32c.bin.*truncated"):
         Segmenter(precision="fp32", model_dir=folder)
     dec.unlink()
-    with pytest.raises(ModelFileError, match="decoder_fp16.bin.*missing.*regenerate"):
+    with pytest.raises(ModelFileError, match="decoder_fp32c.bin.*missing.*regenerate"):
         Segmenter(precision="fp32", model_dir=folder)
 
 

@@ -7,7 +7,8 @@ Layout (all in this folder)::
     decoder_<variant>.xml/.bin   embedding (1,256,64,64) f32 + boxes (B,4) f32 in 256 space
                                  -> low_res_logits (B,1,256,256) f32, iou (B,1) f32
 
-Variants: ``fp16`` (weights stored in FP16, serves the fp32 and bf16 precisions) and ``int8`` (NNCF-quantized).
+Variants: ``fp32`` (``*_fp32c``: FP16 + int8 residual weights, ~fp32 accuracy, serves the fp32 precision), ``fp16``
+(weights stored in FP16, serves bf16) and ``int8`` (NNCF-quantized, the default). See :data:`medsam_edge.runtime.PRECISIONS`.
 Files are regenerated only by ``calibration/build_models.py``; :func:`write_manifest` records them.
 """
 
