@@ -30,7 +30,9 @@ inline int max_threads() {
 // threads pay off; chunks are at least `min_rows` rows.
 template <typename F>
 void parallel_rows(int n, int64_t work, F&& fn, int min_rows = 8) {
-    constexpr int64_t kMinWorkPerThread = int64_t(1) << 19;
+    // ~1 ms of single-threaded work per extra thread: below that, start-up and waiting for a busy core cost more
+    // than they save (the machines this runs on are often shared).
+    constexpr int64_t kMinWorkPerThread = int64_t(1) << 21;
     int nt = static_cast<int>(std::min<int64_t>(max_threads(), work / kMinWorkPerThread));
     nt = std::min(nt, n / std::max(min_rows, 1));
     if (nt <= 1) {

@@ -155,7 +155,9 @@ void MaskUpsampler::run(const float* src, int64_t src_stride, uint8_t* out) cons
         }
         case Mode::Dense:
         case Mode::Sparse: {
-            const int64_t work = static_cast<int64_t>(dh_) * dw_ / (mode_ == Mode::Sparse ? 4 : 1);
+            // work in "resize element" units: a dense output pixel costs ~1/2 of a resize source element, a sparse
+            // one (mostly a byte copy) ~1/8
+            const int64_t work = static_cast<int64_t>(dh_) * dw_ / (mode_ == Mode::Sparse ? 8 : 2);
             detail::parallel_rows(dh_, work, [&](int y0, int y1) {
                 if (mode_ == Mode::Sparse)
                     rows_sparse(src, src_stride, out, y0, y1);

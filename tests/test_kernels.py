@@ -598,15 +598,18 @@ def test_thread_count_does_not_change_results():
         "import hashlib, numpy as np\n"
         "from medsam_edge import _native as n\n"
         "rng = np.random.default_rng(0)\n"
-        "img = rng.integers(0, 256, (2100, 1700), dtype=np.uint8)\n"
-        "lg = rng.standard_normal((1, 256, 256)).astype(np.float32)\n"
+        "img = rng.integers(0, 256, (3000, 2800), dtype=np.uint8)\n"
         "h = hashlib.sha256(n.preprocess(img)[0].tobytes())\n"
         "h.update(n.preprocess(img.astype(np.int16))[0].tobytes())\n"
-        "h.update(n.postprocess(lg, (256, 207), (2100, 1700)).tobytes())\n"
+        "h.update(n.preprocess(img[:2048, :2048])[0].tobytes())\n"
+        "lg = rng.standard_normal((1, 1024, 1024)).astype(np.float32)\n"
+        "h.update(n.postprocess(lg, (1024, 1000), (2900, 2800)).tobytes())\n"  # dense path
+        "lg = rng.standard_normal((1, 256, 256)).astype(np.float32)\n"
+        "h.update(n.postprocess(lg, (256, 250), (6000, 5860)).tobytes())\n"  # sparse path
         "print(h.hexdigest())\n"
     )
     digests = set()
-    for threads in ("1", "3"):
+    for threads in ("1", "3"):  # the sizes above are large enough to be split over 2-3 threads
         env = dict(os.environ, MEDSAM_EDGE_NUM_THREADS=threads)
         out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
         digests.add(out.stdout.strip())
