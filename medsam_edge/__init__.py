@@ -3,7 +3,7 @@
 Public API::
 
     from medsam_edge import Segmenter
-    seg = Segmenter()                      # INT8 on CPU; Segmenter.reference() = the official pipeline in fp32
+    seg = Segmenter()                      # fp32 on CPU (the reference); precision="bf16"/"int8" are faster
     result = seg(image, boxes)             # image (H, W[, 3]); boxes (N, 4) XYXY pixels
     result.masks, result.scores, result.label_map
 

@@ -59,7 +59,7 @@ class RuntimeOptions:
     """
 
     device: str = "CPU"
-    precision: str = "int8"
+    precision: str = "fp32"
     threads: int | None = None
     performance_hint: str = "LATENCY"
     cache_dir: str | None = None

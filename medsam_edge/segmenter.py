@@ -74,8 +74,10 @@ class Segmenter:
     """LiteMedSAM on OpenVINO.
 
     Args:
-        precision: "int8" (default: NNCF-quantized), "fp32" (exact f32 execution; the reference configuration) or
-            "bf16" (bf16 execution of the FP16-stored model; fast on CPUs with AVX-512 BF16/AMX).
+        precision: "fp32" (default: exact f32 execution of near-FP32 weights; the reference configuration), "bf16"
+            (bf16 execution of the FP16-stored model; ~1.7x faster on CPUs with AVX-512 BF16/AMX) or "int8"
+            (NNCF-quantized; fastest). bf16 and int8 are opt-in: on ambiguous targets their masks can differ from
+            fp32 (see calibration/README.md for the measured agreement and accuracy).
         device: OpenVINO device name, default "CPU"; any name OpenVINO knows passes through.
         threads: inference threads (None: OpenVINO's default, all cores).
         performance_hint: "LATENCY" (default) or "THROUGHPUT".
@@ -91,7 +93,7 @@ class Segmenter:
 
     def __init__(
         self,
-        precision: str = "int8",
+        precision: str = "fp32",
         *,
         device: str = "CPU",
         threads: int | None = None,
