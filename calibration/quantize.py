@@ -1,0 +1,728 @@
+#!/usr/bin/env python
+"""INT8 post-training quantization of the LiteMedSAM IRs with NNCF, its evaluation, and the shipped ``int8`` variant.
+
+    python calibration/quantize.py build              # quantize the shipped recipe, gate it, install + manifest
+    python calibration/quantize.py explore            # quantize every recipe, measure the frontier (JSON + table)
+    python calibration/quantize.py explore --encoders tr_dw0 --decoders wo   # a subset
+    python calibration/quantize.py check-threads      # the shipped pair at 1/2 threads, LATENCY/THROUGHPUT
+
+Pipeline (every step is deterministic; the seed only orders the calibration items):
+
+1. An FP32-weights IR pair is exported with :func:`medsam_edge.export.export_models` (``compress_to_fp16=False``)
+   into the work folder (``<medsam_edge cache>/quantize``); it is the quantization input *and* the accuracy reference
+   (executed with ``INFERENCE_PRECISION_HINT=f32`` it equals torch).
+2. Calibration data = the ``calib`` set (311 images, 7 modalities). Encoder samples are the images preprocessed by
+   :func:`medsam_edge.kernels.preprocess`, exactly like inference. Decoder samples are (FP32 embedding of the same
+   image, all of its boxes mapped to 256 space by :meth:`medsam_edge.prompts.Frame.boxes_to_model`), i.e. one batched
+   decoder call per image, as :class:`medsam_edge.Segmenter` makes it.
+3. Encoder and decoder are quantized separately by a named *recipe* (:data:`ENCODER_RECIPES`,
+   :data:`DECODER_RECIPES`); results are cached in the work folder by recipe name + calibration fingerprint.
+4. Evaluation on the labelled ``val`` split through the same pre/post-processing as the Segmenter: per-box mask DSC of
+   a variant vs the FP32 reference masks (mean / 5th percentile / min) and vs the ground truth; latency = median of
+   interleaved runs after warm-up at 2 threads, LATENCY hint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # running from a source checkout without installing
+    sys.path.insert(0, str(REPO))
+
+import openvino as ov
+
+from calibration import data as caldata
+from medsam_edge import kernels
+from medsam_edge.prompts import Frame, check_boxes_2d
+from medsam_edge.runtime import default_cache_root
+
+SEED = 0
+VARIANT = "int8"
+MODEL_INFO = "model_info"
+FP32_TAG = "fp32"
+
+#: the recipes shipped as the ``int8`` variant (chosen from the measured frontier, see calibration/README.md)
+# The decoder stays FP32: its INT8 weight-only form gains ~10% and miscomputes on OpenVINO 2026.4's CPU plugin when
+# the compiled model runs 2 streams of 1 thread (THROUGHPUT hint, 2 threads); its PTQ forms are inaccurate.
+SHIPPED = {"encoder": "tr_dw0", "decoder": "fp32", "execution": "f32"}
+
+#: acceptance gate on the val split (INT8 vs FP32 masks, and vs ground truth)
+GATE = {"dsc_vs_fp32_mean": 0.99, "dsc_vs_fp32_p5": 0.97, "gt_dsc_drop_max": 0.005, "encoder_speedup_max": 0.45}
+
+
+# ------------------------------------------------------------------------------------------------------ recipes
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model is quantized.
+
+    kind: "ptq" (``nncf.quantize``: INT8 weights + activations) or "weights" (``nncf.compress_weights``, INT8 weights
+    only). ``model_type``: None or "transformer". ``preset``: None (NNCF's default for the model type), "performance"
+    or "mixed". ``smooth_quant``: (matmul alpha, convolution alpha) or None for NNCF's default (matmul 0.95 with
+    the transformer type, conv off); -1 switches one off. ``ignore_types``: op types left in float.
+    ``ignore_dw_min_side``: also leave in float the depthwise (GroupConvolution) layers whose output is at least this
+    many pixels wide (256 -> only the stage-0 ones at 256x256).
+    """
+
+    kind: str = "ptq"
+    model_type: str | None = None
+    preset: str | None = None
+    smooth_quant: tuple[float, float] | None = None
+    ignore_types: tuple[str, ...] = ()
+    ignore_dw_min_side: int | None = None
+    subset_size: int = 311
+    weights_mode: str = "int8_asym"
+    note: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "none":
+            out["weights"] = "fp32"
+        elif self.kind == "weights":
+            out["mode"] = self.weights_mode
+        else:
+            out.update(model_type=self.model_type or "default", preset=self.preset or "default",
+                       subset_size=self.subset_size)
+            if self.smooth_quant is not None:
+                out["smooth_quant_alphas"] = {"matmul": self.smooth_quant[0], "convolution": self.smooth_quant[1]}
+            if self.ignore_types:
+                out["ignored_types"] = list(self.ignore_types)
+            if self.ignore_dw_min_side:
+                out["ignored"] = f"GroupConvolution with output side >= {self.ignore_dw_min_side}"
+        return out
+
+
+ENCODER_RECIPES: dict[str, Recipe] = {
+    "ptq": Recipe(note="NNCF default preset (performance), all ops quantized"),
+    "tr": Recipe(model_type="transformer", note="ModelType.TRANSFORMER (mixed preset, SmoothQuant matmul 0.95)"),
+    "tr_dw0": Recipe(model_type="transformer", ignore_dw_min_side=256,
+                     note="TRANSFORMER, stage-0 depthwise 3x3 convs (256x256 maps) kept in float"),
+    "tr_dw": Recipe(model_type="transformer", ignore_types=("GroupConvolution",),
+                    note="TRANSFORMER, every depthwise conv kept in float"),
+    "ptq_dw": Recipe(ignore_types=("GroupConvolution",), note="default preset, every depthwise conv kept in float"),
+    "tr_dw0_sq50": Recipe(model_type="transformer", ignore_dw_min_side=256, smooth_quant=(0.5, -1),
+                          note="tr_dw0 with SmoothQuant matmul alpha 0.5"),
+    "tr_dw0_nosq": Recipe(model_type="transformer", ignore_dw_min_side=256, smooth_quant=(-1, -1),
+                          note="tr_dw0 without SmoothQuant"),
+    "wo": Recipe(kind="weights", note="INT8 weight-only (asymmetric, per channel)"),
+}
+
+DECODER_SUBSET = 64  # images (each one batched call with all its boxes: ~320 boxes); each costs an FP32 encoder run
+
+DECODER_RECIPES: dict[str, Recipe] = {
+    "ptq": Recipe(subset_size=DECODER_SUBSET, note="NNCF default preset"),
+    "tr": Recipe(model_type="transformer", subset_size=DECODER_SUBSET, note="ModelType.TRANSFORMER"),
+    "wo": Recipe(kind="weights", note="INT8 weight-only (asymmetric, per channel)"),
+    "fp32": Recipe(kind="none", note="not quantized (FP32 weights, f32 execution)"),
+}
+
+
+# --------------------------------------------------------------------------------------------------- folders
+
+
+def work_dir() -> Path:
+    path = default_cache_root() / "quantize"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def calib_fingerprint() -> str:
+    """The calibration set's fingerprint as its ``index.json`` records it."""
+    index = caldata.cache_dir() / "calib" / "index.json"
+    return json.loads(index.read_text())["fingerprint"]
+
+
+def val_fingerprint() -> str:
+    return json.loads((caldata.cache_dir() / "val" / "index.json").read_text())["fingerprint"]
+
+
+def fp32_pair(folder: Path | None = None) -> tuple[Path, Path]:
+    """The FP32-weights IR pair (exported on first use; the export itself checks parity with torch)."""
+    folder = folder or work_dir() / FP32_TAG
+    encoder, decoder = folder / f"encoder_{FP32_TAG}.xml", folder / f"decoder_{FP32_TAG}.xml"
+    if not (encoder.is_file() and decoder.is_file()):
+        from medsam_edge.export import export_models  # needs torch
+
+        export_models(out_dir=folder, compress_to_fp16=False, tag=FP32_TAG, verify=True)
+    return encoder, decoder
+
+
+# ------------------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Item:
+    """One image ready for the models: input tensor, boxes in 256 space, and what post-processing needs."""
+
+    name: str
+    tensor: np.ndarray  # (1, 3, 256, 256) float32
+    boxes256: np.ndarray  # (N, 4) float32
+    frame: Frame
+    gts: np.ndarray | None = None  # (H, W) uint16, label i+1 = box i
+
+
+def prepare(samples: Iterable[caldata.Sample]) -> list[Item]:
+    """Preprocess like :class:`medsam_edge.Segmenter`: kernels.preprocess + clipped boxes -> Frame.boxes_to_model."""
+    items = []
+    for s in samples:
+        h, w = s.image.shape[:2]
+        frame = Frame(int(h), int(w))
+        tensor, _ = kernels.preprocess(np.ascontiguousarray(s.image))
+        boxes = check_boxes_2d(s.boxes, h, w)
+        items.append(Item(s.name, tensor.copy(), frame.boxes_to_model(boxes), frame, s.gts))
+    return items
+
+
+def calibration_items(seed: int = SEED) -> list[Item]:
+    """The calib set, in a fixed seeded order (NNCF takes the first ``subset_size`` items)."""
+    items = prepare(caldata.load_set("calib"))
+    order = np.random.default_rng(seed).permutation(len(items))
+    return [items[i] for i in order]
+
+
+def compile_model(model, threads: int = 2, precision: str = "f32", hint: str = "LATENCY", core: ov.Core | None = None):
+    core = core or ov.Core()
+    return core.compile_model(model, "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint,
+    })
+
+
+def run_encoder(compiled, tensors: Iterable[np.ndarray]) -> list[np.ndarray]:
+    request = compiled.create_infer_request()
+    out = []
+    for t in tensors:
+        request.infer({0: t})
+        out.append(request.get_output_tensor(0).data.copy())
+    return out
+
+
+def run_decoder(compiled, embedding: np.ndarray, boxes256: np.ndarray, request=None) -> tuple[np.ndarray, np.ndarray]:
+    request = request or compiled.create_infer_request()
+    request.infer({"embedding": embedding, "boxes": np.ascontiguousarray(boxes256, np.float32)})
+    logits = request.get_tensor("low_res_logits").data.copy()
+    iou = request.get_tensor("iou").data.copy()
+    return logits.reshape(-1, 256, 256), iou.reshape(-1)
+
+
+def calibration_embeddings(items: list[Item], encoder_xml: Path, threads: int = 2) -> list[np.ndarray]:
+    """FP32 (f32-executed) embeddings of ``items``, cached on disk (float32, ~4 MB each)."""
+    path = work_dir() / f"calib_embeddings_{calib_fingerprint()[:12]}_{SEED}_{len(items)}.npy"
+    if path.is_file():
+        stack = np.load(path, mmap_mode="r")
+        if stack.shape[0] == len(items):
+            return [np.asarray(stack[i : i + 1]) for i in range(len(items))]
+    embeddings = run_encoder(compile_model(encoder_xml, threads), (it.tensor for it in items))
+    np.save(path, np.concatenate(embeddings, axis=0))
+    return embeddings
+
+
+# ---------------------------------------------------------------------------------------------- quantization
+
+
+def _stage0_depthwise(model: ov.Model, min_side: int) -> list[str]:
+    names = []
+    for node in model.get_ops():
+        if node.get_type_name() == "GroupConvolution":
+            shape = node.get_output_partial_shape(0)
+            if shape.rank.get_length() == 4 and shape[3].is_static and shape[3].get_length() >= min_side:
+                names.append(node.get_friendly_name())
+    return names
+
+
+def quantize(model: ov.Model, samples: list[dict[str, np.ndarray]], recipe: Recipe) -> ov.Model:
+    """Apply ``recipe`` to an FP32 OpenVINO model with NNCF (``samples``: the model's input dicts)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+    )
+
+    if recipe.kind == "none":
+        return model
+    if recipe.kind == "weights":
+        return nncf.compress_weights(model, mode=nncf.CompressWeightsMode(recipe.weights_mode))
+    names = _stage0_depthwise(model, recipe.ignore_dw_min_side) if recipe.ignore_dw_min_side else []
+    ignored = None
+    if names or recipe.ignore_types:
+        ignored = nncf.IgnoredScope(names=names, types=list(recipe.ignore_types), validate=False)
+    advanced = None
+    if recipe.smooth_quant is not None:
+        advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(
+            matmul=recipe.smooth_quant[0], convolution=recipe.smooth_quant[1]))
+    return nncf.quantize(
+        model,
+        nncf.Dataset(samples),
+        preset=nncf.QuantizationPreset(recipe.preset) if recipe.preset else None,
+        model_type=nncf.ModelType.TRANSFORMER if recipe.model_type == "transformer" else None,
+        subset_size=min(recipe.subset_size, len(samples)),
+        ignored_scope=ignored,
+        advanced_parameters=advanced,
+    )
+
+
+def read_model_info(model: ov.Model) -> dict[str, str]:
+    if not model.has_rt_info([MODEL_INFO]):
+        return {}
+    return {k: v.astype(str) for k, v in model.get_rt_info([MODEL_INFO]).astype(dict).items()}
+
+
+def tag_model(model: ov.Model, base_info: dict[str, str], part: str, name: str, recipe: Recipe, fingerprint: str,
+              seconds: float) -> None:
+    """Keep the FP32 IR's ``model_info`` and add the quantization facts (rt_info values are strings)."""
+    import nncf
+
+    facts = dict(base_info)
+    facts.update({
+        "weights_storage": {"weights": "int8", "ptq": "int8 (weights + activations)"}.get(recipe.kind, "fp32"),
+        "quantization_tool": f"nncf {nncf.__version__}",
+        "quantization_recipe": f"{part}:{name}",
+        "quantization": json.dumps(recipe.describe(), sort_keys=True),
+        "quantized_from": "FP32-weights IR (medsam_edge.export.export_models, compress_to_fp16=False)",
+        "calibration_set": "calib" if recipe.kind == "ptq" else "none",
+        "calibration_fingerprint": fingerprint if recipe.kind == "ptq" else "",
+        "calibration_seed": str(SEED),
+        "quantization_openvino_version": ov.get_version(),
+        "quantization_seconds": f"{seconds:.1f}",
+    })
+    for key, value in facts.items():
+        model.set_rt_info(str(value), [MODEL_INFO, key])
+
+
+class Workbench:
+    """Builds (and caches) quantized IRs for named recipes, and holds the calibration data they need."""
+
+    def __init__(self, log: Callable[[str], None] = print, subset: int | None = None) -> None:
+        """``subset``: override every PTQ recipe's calibration subset size (exploration on a budget)."""
+        self.log = log
+        self.subset = subset
+        self.root = work_dir()
+        self.encoder_fp32, self.decoder_fp32 = fp32_pair()
+        self.fingerprint = calib_fingerprint()
+        self._items: list[Item] | None = None
+        self._embeddings: list[np.ndarray] | None = None
+
+    @property
+    def items(self) -> list[Item]:
+        if self._items is None:
+            self._items = calibration_items()
+        return self._items
+
+    def embeddings(self, count: int) -> list[np.ndarray]:
+        """FP32 embeddings of the first ``count`` calibration items (the decoder's calibration inputs)."""
+        if self._embeddings is None or len(self._embeddings) < count:
+            self._embeddings = calibration_embeddings(self.items[:count], self.encoder_fp32)
+        return self._embeddings[:count]
+
+    def recipe(self, part: str, name: str) -> Recipe:
+        recipe = (ENCODER_RECIPES if part == "encoder" else DECODER_RECIPES)[name]
+        if self.subset and recipe.kind == "ptq":
+            recipe = replace(recipe, subset_size=self.subset)
+        return recipe
+
+    def path(self, part: str, name: str) -> Path:
+        recipe = self.recipe(part, name)
+        size = f"_s{recipe.subset_size}" if recipe.kind == "ptq" else ""
+        return self.root / "variants" / f"{part}_{name}{size}_{self.fingerprint[:12]}.xml"
+
+    def build(self, part: str, name: str, force: bool = False) -> Path:
+        recipe = self.recipe(part, name)
+        out = self.path(part, name)
+        if out.is_file() and not force:
+            return out
+        source = self.encoder_fp32 if part == "encoder" else self.decoder_fp32
+        model = ov.Core().read_model(source)
+        base = read_model_info(model)
+        samples: list[dict[str, np.ndarray]] = []
+        if recipe.kind == "ptq":
+            if part == "encoder":
+                samples = [{"image": it.tensor} for it in self.items]
+            else:
+                count = min(recipe.subset_size, len(self.items))
+                samples = [{"embedding": e, "boxes": it.boxes256}
+                           for it, e in zip(self.items, self.embeddings(count))]
+        self.log(f"quantizing {part} with recipe {name!r} ({recipe.note}) ...")
+        t0 = time.perf_counter()
+        quantized = quantize(model, samples, recipe)
+        seconds = time.perf_counter() - t0
+        tag_model(quantized, base, part, name, recipe, self.fingerprint, seconds)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(".tmp_" + out.name)
+        # compress_to_fp16=False: float constants left by NNCF (biases, norms, ignored layers) keep f32 precision
+        ov.save_model(quantized, tmp, compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
+        os.replace(tmp, out)
+        self.log(f"  {part}:{name} done in {seconds:.0f} s -> {out.name} ({ir_bytes(out) / 1e6:.1f} MB)")
+        return out
+
+
+def ir_bytes(xml: Path) -> int:
+    return xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+
+
+# ------------------------------------------------------------------------------------------------- evaluation
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def masks_of(items: list[Item], encoder, decoder) -> list[np.ndarray]:
+    """Per image: (N, H, W) bool masks, computed exactly like Segmenter.predict."""
+    enc_request = encoder.create_infer_request()
+    dec_request = decoder.create_infer_request()
+    out = []
+    for it in items:
+        enc_request.infer({0: it.tensor})
+        embedding = enc_request.get_output_tensor(0).data.copy()
+        logits, _ = run_decoder(decoder, embedding, it.boxes256, dec_request)
+        if not np.isfinite(logits).all():
+            raise FloatingPointError(f"non-finite logits on {it.name}")
+        out.append(kernels.postprocess(logits, it.frame.resized, (it.frame.height, it.frame.width)))
+    return out
+
+
+def dsc_vs(reference: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
+    return np.array([dice(r[i], m[i]) for r, m in zip(reference, masks) for i in range(len(r))])
+
+
+def dsc_vs_gt(items: list[Item], masks: list[np.ndarray]) -> np.ndarray:
+    return np.array([dice(it.gts == i + 1, m[i]) for it, m in zip(items, masks) for i in range(len(m))])
+
+
+def summarize(values: np.ndarray) -> dict[str, float]:
+    return {"mean": float(values.mean()), "p5": float(np.percentile(values, 5)), "min": float(values.min())}
+
+
+def bench(models: dict[str, tuple[Any, dict[str, np.ndarray]]], runs: int = 25, warmup: int = 3) -> dict[str, float]:
+    """Median ms per model; the models are interleaved run by run so machine noise hits all alike."""
+    requests = {k: (c.create_infer_request(), inputs) for k, (c, inputs) in models.items()}
+    for request, inputs in requests.values():
+        for _ in range(warmup):
+            request.infer(inputs)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(runs):
+        for key, (request, inputs) in requests.items():
+            t0 = time.perf_counter()
+            request.infer(inputs)
+            times[key].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(statistics.median(v)) for k, v in times.items()}
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A row of the frontier: encoder IR, decoder IR, execution precision."""
+
+    name: str
+    encoder: Path
+    decoder: Path
+    precision: str = "f32"
+
+
+def evaluate(specs: list[PairSpec], items: list[Item], reference: PairSpec, threads: int = 2, runs: int = 25,
+             log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Accuracy on ``items`` vs ``reference`` (and vs ground truth) + interleaved latency of every spec."""
+    core = ov.Core()
+    compiled: dict[str, tuple[Any, Any]] = {}
+    for spec in [reference, *specs]:
+        key = spec.name
+        if key not in compiled:
+            compiled[key] = (compile_model(spec.encoder, threads, spec.precision, core=core),
+                             compile_model(spec.decoder, threads, spec.precision, core=core))
+    ref_masks = masks_of(items, *compiled[reference.name])
+    results: dict[str, dict[str, Any]] = {}
+    for spec in [reference, *specs]:
+        masks = ref_masks if spec.name == reference.name else masks_of(items, *compiled[spec.name])
+        row: dict[str, Any] = {"encoder": spec.encoder.name, "decoder": spec.decoder.name, "execution": spec.precision,
+                               "bytes": ir_bytes(spec.encoder) + ir_bytes(spec.decoder)}
+        row["dsc_vs_fp32"] = summarize(dsc_vs(ref_masks, masks))
+        if all(it.gts is not None for it in items):
+            row["dsc_vs_gt"] = float(dsc_vs_gt(items, masks).mean())
+        results[spec.name] = row
+        log(f"  {spec.name}: DSC vs FP32 {row['dsc_vs_fp32']}, vs GT {row.get('dsc_vs_gt', float('nan')):.4f}")
+    # latency: encoder on one val image, decoder with one box on its embedding
+    probe = items[0]
+    emb = run_encoder(compiled[reference.name][0], [probe.tensor])[0]
+    enc_inputs = {0: probe.tensor}
+    dec_inputs = {"embedding": emb, "boxes": probe.boxes256[:1]}
+    encoders = {name: (pair[0], enc_inputs) for name, pair in compiled.items()}
+    decoders = {name: (pair[1], dec_inputs) for name, pair in compiled.items()}
+    enc_ms = bench(encoders, runs)
+    dec_ms = bench(decoders, runs)
+    for name in results:
+        results[name]["encoder_ms"] = round(enc_ms[name], 1)
+        results[name]["decoder_ms"] = round(dec_ms[name], 2)
+    return results
+
+
+def val_items() -> list[Item]:
+    return prepare(caldata.load_set("val"))
+
+
+# -------------------------------------------------------------------------------------------- thread checks
+
+
+def thread_modes() -> list[tuple[int, str]]:
+    return [(1, "LATENCY"), (2, "LATENCY"), (1, "THROUGHPUT"), (2, "THROUGHPUT")]
+
+
+def check_threads(encoder_xml: Path, decoder_xml: Path, precision: str, items: list[Item]) -> dict[str, Any]:
+    """Masks of the pair in every (threads, hint) mode vs the 2-thread LATENCY masks; logits finite and not all 0."""
+    core = ov.Core()
+    out: dict[str, Any] = {}
+    base_masks = None
+    for threads, hint in [(2, "LATENCY"), *[m for m in thread_modes() if m != (2, "LATENCY")]]:
+        enc = compile_model(encoder_xml, threads, precision, hint, core)
+        dec = compile_model(decoder_xml, threads, precision, hint, core)
+        request = enc.create_infer_request()
+        finite, nonzero = True, True
+        masks = []
+        for it in items:
+            request.infer({0: it.tensor})
+            emb = request.get_output_tensor(0).data.copy()
+            logits, iou = run_decoder(dec, emb, it.boxes256)
+            finite &= bool(np.isfinite(logits).all() and np.isfinite(iou).all())
+            nonzero &= bool(np.abs(logits).max() > 0 and np.abs(iou).max() > 0)
+            masks.append(kernels.postprocess(logits, it.frame.resized, (it.frame.height, it.frame.width)))
+        if base_masks is None:
+            base_masks = masks
+        agree = dsc_vs(base_masks, masks)
+        out[f"threads={threads},{hint}"] = {
+            "finite": finite, "nonzero": nonzero, "dsc_vs_2thread_latency_mean": round(float(agree.mean()), 5),
+            "dsc_vs_2thread_latency_min": round(float(agree.min()), 5),
+            "streams": int(dec.get_property("NUM_STREAMS")),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- install
+
+
+def install(bench_: Workbench, encoder_name: str, decoder_name: str, precision: str, gate: dict[str, Any],
+            model_dir: Path | None = None) -> dict[str, Any]:
+    """Copy the chosen IRs to ``encoder_int8.*`` / ``decoder_int8.*`` and merge the ``int8`` manifest entry."""
+    import shutil
+
+    import nncf
+
+    from medsam_edge.errors import ModelFileError
+    from medsam_edge.models import MODEL_DIR, load_manifest, write_manifest
+
+    model_dir = Path(model_dir) if model_dir else MODEL_DIR
+    names = {}
+    for part, name in (("encoder", encoder_name), ("decoder", decoder_name)):
+        src = bench_.path(part, name)
+        dst = model_dir / f"{part}_{VARIANT}.xml"
+        for suffix in (".bin", ".xml"):
+            tmp = dst.with_name(f".{dst.stem}.tmp{suffix}")
+            shutil.copyfile(src.with_suffix(suffix), tmp)
+            os.replace(tmp, dst.with_suffix(suffix))
+        names[part] = dst.name
+    try:
+        manifest = load_manifest(model_dir)
+    except ModelFileError:
+        manifest = {}
+    variants = dict(manifest.get("variants", {}))
+    source = manifest.get("source")
+    if source is None:
+        from medsam_edge.export import source_info
+
+        source = source_info()
+    extra = {k: v for k, v in manifest.items() if k not in ("format", "source", "variants", "files")}
+    variants[VARIANT] = {
+        "encoder": names["encoder"],
+        "decoder": names["decoder"],
+        "weights_storage": {"encoder": "int8", "decoder": bench_.recipe("decoder", decoder_name).describe().get(
+            "weights", "int8")},
+        "serves_precisions": [precision],
+        "execution_precision": precision,
+        "quantization": {
+            "tool": f"nncf {nncf.__version__}",
+            "openvino": ov.get_version(),
+            "encoder": {"recipe": encoder_name, **bench_.recipe("encoder", encoder_name).describe()},
+            "decoder": {"recipe": decoder_name, **bench_.recipe("decoder", decoder_name).describe()},
+            "source": "FP32-weights IR from medsam_edge.export.export_models(compress_to_fp16=False)",
+            "seed": SEED,
+        },
+        "calibration": {
+            "set": "calib",
+            "fingerprint": bench_.fingerprint,
+            "images": json.loads((caldata.cache_dir() / "calib" / "index.json").read_text())["n_images"],
+            "used_by_encoder": bench_.recipe("encoder", encoder_name).subset_size,
+        },
+        "gate": gate,
+    }
+    write_manifest(model_dir, variants=variants, source=source, extra=extra or None)
+    return variants[VARIANT]
+
+
+# -------------------------------------------------------------------------------------------------- tables
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "| variant | execution | encoder ms | decoder ms (1 box) | DSC vs FP32 mean | p5 | min | DSC vs GT | MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in results.items():
+        d = r["dsc_vs_fp32"]
+        lines.append(
+            f"| {name} | {r['execution']} | {r['encoder_ms']:.0f} | {r['decoder_ms']:.1f} | {d['mean']:.4f} | "
+            f"{d['p5']:.4f} | {d['min']:.4f} | {r.get('dsc_vs_gt', float('nan')):.4f} | {r['bytes'] / 1e6:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "openvino": ov.get_version()}
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+
+
+def fp16_pair() -> tuple[Path, Path]:
+    from medsam_edge.models import resolve
+
+    pair = resolve("fp16")
+    return pair.encoder_xml, pair.decoder_xml
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    bench_ = Workbench()
+    for name in args.encoders:
+        bench_.build("encoder", name)
+    for name in args.decoders:
+        bench_.build("decoder", name)
+    items = val_items()
+    reference = PairSpec("fp32 IR (reference)", bench_.encoder_fp32, bench_.decoder_fp32, "f32")
+    enc16, dec16 = fp16_pair()
+    specs = [PairSpec("fp16 IR @f32 (precision=fp32)", enc16, dec16, "f32"),
+             PairSpec("fp16 IR @bf16 (precision=bf16)", enc16, dec16, "bf16")]
+    for name in args.encoders:  # encoder variants with the FP32 decoder
+        specs.append(PairSpec(f"enc {name} + dec fp32", bench_.path("encoder", name), bench_.decoder_fp32, "f32"))
+    for name in args.decoders:  # decoder variants behind the FP32 encoder
+        specs.append(PairSpec(f"enc fp32 + dec {name}", bench_.encoder_fp32, bench_.path("decoder", name), "f32"))
+    for enc, dec in args.pairs:
+        for precision in args.pair_precisions:
+            specs.append(PairSpec(f"enc {enc} + dec {dec} @{precision}", bench_.path("encoder", enc),
+                                  bench_.path("decoder", dec), precision))
+    results = evaluate(specs, items, reference, runs=args.runs)
+    out = {"machine": machine(), "val_fingerprint": val_fingerprint(), "calib_fingerprint": bench_.fingerprint,
+           "runs": args.runs, "threads": 2, "results": results}
+    path = work_dir() / args.out
+    path.write_text(json.dumps(out, indent=2))
+    print(table(results))
+    print(f"wrote {path}")
+    return 0
+
+
+def gate_figures(row: dict[str, Any], fp32: dict[str, Any], threads: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "split": "val",
+        "val_fingerprint": val_fingerprint(),
+        "boxes": None,
+        "dsc_vs_fp32": {k: round(v, 5) for k, v in row["dsc_vs_fp32"].items()},
+        "dsc_vs_gt": {"int8": round(row["dsc_vs_gt"], 5), "fp32": round(fp32["dsc_vs_gt"], 5)},
+        "latency_ms": {
+            "threads": 2, "hint": "LATENCY", "statistic": "median of interleaved runs after warm-up",
+            "encoder_int8": row["encoder_ms"], "encoder_fp32_f32": fp32["encoder_ms"],
+            "decoder_int8_1box": row["decoder_ms"], "decoder_fp32_f32_1box": fp32["decoder_ms"],
+            "encoder_ratio": round(row["encoder_ms"] / fp32["encoder_ms"], 3),
+        },
+        "thread_check": threads,
+        "limits": GATE,
+    }
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    bench_ = Workbench()
+    enc_name, dec_name, precision = args.encoder, args.decoder, args.precision
+    bench_.build("encoder", enc_name, force=args.force)
+    bench_.build("decoder", dec_name, force=args.force)
+    items = val_items()
+    reference = PairSpec("fp32", bench_.encoder_fp32, bench_.decoder_fp32, "f32")
+    spec = PairSpec("int8", bench_.path("encoder", enc_name), bench_.path("decoder", dec_name), precision)
+    results = evaluate([spec], items, reference, runs=args.runs)
+    row, fp32 = results["int8"], results["fp32"]
+    threads = check_threads(spec.encoder, spec.decoder, precision, items[:6])
+    gate = gate_figures(row, fp32, threads)
+    gate["boxes"] = int(sum(len(it.boxes256) for it in items))
+    failures = []
+    if row["dsc_vs_fp32"]["mean"] < GATE["dsc_vs_fp32_mean"]:
+        failures.append("DSC vs FP32 mean")
+    if row["dsc_vs_fp32"]["p5"] < GATE["dsc_vs_fp32_p5"]:
+        failures.append("DSC vs FP32 p5")
+    if fp32["dsc_vs_gt"] - row["dsc_vs_gt"] > GATE["gt_dsc_drop_max"]:
+        failures.append("DSC vs GT drop")
+    if row["encoder_ms"] / fp32["encoder_ms"] > GATE["encoder_speedup_max"]:
+        failures.append("encoder latency ratio")
+    if not all(v["finite"] and v["nonzero"] and v["dsc_vs_2thread_latency_mean"] >= 0.98 for v in threads.values()):
+        failures.append("thread modes")
+    gate["passed"] = not failures
+    gate["failed"] = failures
+    print(json.dumps(gate, indent=2))
+    if failures and not args.allow_fail:
+        print(f"gate failed ({', '.join(failures)}): nothing installed", file=sys.stderr)
+        return 1
+    entry = install(bench_, enc_name, dec_name, precision, gate, args.model_dir)
+    sizes = {p: (Path(args.model_dir or REPO / "medsam_edge/models") / entry[p]) for p in ("encoder", "decoder")}
+    print("installed:", {k: f"{ir_bytes(v) / 1e6:.2f} MB" for k, v in sizes.items()},
+          f"total {sum(ir_bytes(v) for v in sizes.values()) / 1e6:.2f} MB")
+    return 0
+
+
+def cmd_check_threads(args: argparse.Namespace) -> int:
+    from medsam_edge.models import load_manifest, resolve
+
+    pair = resolve(VARIANT, args.model_dir)
+    precision = load_manifest(args.model_dir)["variants"][VARIANT].get("execution_precision", "f32")
+    result = check_threads(pair.encoder_xml, pair.decoder_xml, precision, val_items())
+    print(json.dumps(result, indent=2))
+    ok = all(v["finite"] and v["nonzero"] and v["dsc_vs_2thread_latency_mean"] >= 0.98 for v in result.values())
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="quantize the shipped recipe, gate it on val, install it + manifest entry")
+    b.add_argument("--encoder", default=SHIPPED["encoder"], choices=sorted(ENCODER_RECIPES))
+    b.add_argument("--decoder", default=SHIPPED["decoder"], choices=sorted(DECODER_RECIPES))
+    b.add_argument("--precision", default=SHIPPED["execution"], choices=("f32", "bf16"))
+    b.add_argument("--model-dir", type=Path, default=None, help="install folder (default: medsam_edge/models)")
+    b.add_argument("--runs", type=int, default=25)
+    b.add_argument("--force", action="store_true", help="re-quantize even if a cached IR exists")
+    b.add_argument("--allow-fail", action="store_true", help="install even if the gate fails (for experiments)")
+    b.set_defaults(func=cmd_build)
+    e = sub.add_parser("explore", help="quantize several recipes and measure the frontier on val")
+    e.add_argument("--encoders", nargs="*", default=list(ENCODER_RECIPES), choices=sorted(ENCODER_RECIPES))
+    e.add_argument("--decoders", nargs="*", default=list(DECODER_RECIPES), choices=sorted(DECODER_RECIPES))
+    e.add_argument("--pair", dest="pairs", nargs=2, action="append", default=[], metavar=("ENC", "DEC"))
+    e.add_argument("--pair-precisions", nargs="+", default=["f32", "bf16"])
+    e.add_argument("--runs", type=int, default=25)
+    e.add_argument("--out", default="frontier.json")
+    e.set_defaults(func=cmd_explore)
+    t = sub.add_parser("check-threads", help="the installed int8 pair at 1/2 threads, LATENCY/THROUGHPUT")
+    t.add_argument("--model-dir", type=Path, default=None)
+    t.set_defaults(func=cmd_check_threads)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
