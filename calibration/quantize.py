@@ -514,7 +514,9 @@ def check_threads(encoder_xml: Path, decoder_xml: Path, precision: str, items: l
 
 def install(bench_: Workbench, encoder_name: str, decoder_name: str, precision: str, gate: dict[str, Any],
             model_dir: Path | None = None) -> dict[str, Any]:
-    """Copy the chosen IRs to ``encoder_int8.*`` / ``decoder_int8.*`` and merge the ``int8`` manifest entry."""
+    """Copy the chosen IRs to ``encoder_int8.*`` / ``decoder_int8.*`` and merge the ``int8`` manifest entry.
+
+    A part that is not quantized points at the fp32 variant's file (``*_fp32c.xml``) instead of shipping a copy."""
     import shutil
 
     import nncf
@@ -525,6 +527,10 @@ def install(bench_: Workbench, encoder_name: str, decoder_name: str, precision: 
     model_dir = Path(model_dir) if model_dir else MODEL_DIR
     names = {}
     for part, name in (("encoder", encoder_name), ("decoder", decoder_name)):
+        if bench_.recipe(part, name).kind == "none":
+            # not quantized: share the shipped near-FP32 file of the fp32 variant instead of a second copy
+            names[part] = f"{part}_fp32c.xml"
+            continue
         src = bench_.path(part, name)
         dst = model_dir / f"{part}_{VARIANT}.xml"
         for suffix in (".bin", ".xml"):
