@@ -382,7 +382,8 @@ def cmd_info(args) -> int:
 def cmd_bench(args) -> int:
     from . import bench
 
-    argv = ["--precisions", args.precisions, "--threads", args.threads, "--repeats", str(args.repeats)]
+    argv = ["--precisions", *args.precisions.split(","), "--threads", *args.threads.split(","),
+            "--repeats", str(args.repeats)]
     if args.json is not None:
         argv += ["--json", str(args.json)]
     return int(bench.main(argv) or 0)
