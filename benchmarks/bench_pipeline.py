@@ -741,18 +741,21 @@ def summarise(records: list[dict], official_cases: list[str]) -> dict:
             rows = [r["results"][key] for r in recs if key in r["results"]]
             if not rows:
                 continue
+            alias = {x.get("alias_of") for x in rows}
             g[key] = {"cases": len(rows), "time_s": round(sum(x["time_s"] for x in rows), 3),
                       "cpu_s": round(sum(x["cpu_s"] for x in rows), 3),
                       "mean_dsc": round(float(np.nanmean([x["dsc"] for x in rows])), 5),
                       "mean_nsd": round(float(np.nanmean([x["nsd"] for x in rows])), 5)}
+            if len(alias) == 1 and None not in alias:
+                g[key]["alias_of"] = alias.pop()
         if "official" in g and g["official"]["cases"] == len(recs):
             base = g["official"]
-            for key, v in g.items():
+            for v in g.values():
                 v["speedup_vs_official"] = round(base["time_s"] / v["time_s"], 2) if v["time_s"] else None
                 v["dsc_minus_official_points"] = round(100 * (v["mean_dsc"] - base["mean_dsc"]), 3)
                 v["nsd_minus_official_points"] = round(100 * (v["mean_nsd"] - base["mean_nsd"]), 3)
         if "simple_ov" in g:
-            for key, v in g.items():
+            for v in g.values():
                 v["speedup_vs_simple_ov"] = round(g["simple_ov"]["time_s"] / v["time_s"], 2) if v["time_s"] else None
         out[gname] = g
     # (a) extrapolated to every case from its measured cost per (slice, box) pair (3D) / per case (2D): an estimate

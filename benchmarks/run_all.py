@@ -1,7 +1,7 @@
 """Run every benchmark and write ``benchmarks/results/``: models.json, pipeline.json, pipeline_memory.json,
 overlap.json, run_all.json, RESULTS.md and accuracy_vs_time.png.
 
-    python benchmarks/run_all.py            # the full run (~15-20 min on an idle 2-core machine)
+    python benchmarks/run_all.py            # the full run (~19-20 min on an otherwise idle 2-core machine)
     python benchmarks/run_all.py --quick    # a smoke run of the whole chain (~2-4 min)
 
 Steps, each in its own process so none inherits another's memory, threads or imported torch:
@@ -68,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     extra = ["--limit", "1", "--official", "2d"] if args.quick else ["--official", args.official]
     _run("pipelines", [py, "benchmarks/bench_pipeline.py", "--out", str(out / "pipeline.json"),
                        "--skip", "coldstart", "rss", *extra], steps)
-    mem = ["--rss-depth", "40", "--official-rss-slices", "2"] if args.quick else []
+    mem = ["--rss-depth", "40", "--official-rss-slices", "2"] if args.quick else ["--official-rss-slices", "4"]
     _run("coldstart+rss", [py, "benchmarks/bench_pipeline.py", "--out", str(out / "pipeline_memory.json"),
                            "--skip", "accuracy", *mem], steps)
 
     _run("overlap", [py, "benchmarks/probe_overlap.py", "--json", str(out / "overlap.json"),
-                     *(["--images", "4", "--rounds", "1"] if args.quick else [])], steps)
+                     *(["--images", "4", "--rounds", "1"] if args.quick else ["--images", "8", "--rounds", "2"])],
+         steps)
 
     info["wall_s"] = round(time.perf_counter() - t0, 1)
     info["steps"] = {k: round(v, 1) for k, v in steps.items()}
