@@ -177,11 +177,15 @@ def segment_volume(
     cache_slices: int = 16,
     progress: Callable[[int, int], None] | None = None,
     geometry=None,
+    refine=None,
 ) -> VolumeResult:
     """Run the slice loop. ``volume`` (z, y, x) and ``boxes`` (N, 6) must already be validated/clipped.
 
     ``encode(slice2d) -> (1, 256, 64, 64)`` embedding (any slice, constant slices included) and
     ``decode(embedding, boxes256 (B, 4)) -> (logits (B, 256, 256), iou (B,))``.
+    ``refine``: optional :class:`medsam_edge.refine.Zoom` run on every slice after the full-slice decode, with each
+    box's prompt in original pixels (the 2D part on its first slice, else the box from the previous slice's mask);
+    its masks are the ones propagated.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -218,14 +222,19 @@ def segment_volume(
     def run_slice(z: int, active: np.ndarray, prev: list[np.ndarray | None], keep: bool) -> list[np.ndarray]:
         nonlocal done
         prompts = np.empty((len(active), 4), dtype=np.float32)
+        prompts_px = np.empty((len(active), 4), dtype=np.float64)  # the same boxes in original pixels (refine)
         for k, b in enumerate(active):
             box = None
             if prev[k] is not None:
                 box = kernels.box_from_mask(np.where(prev[k], label_values[b], 0).astype(np.uint8), 3)
             prompts[k] = box2d[b] if box is None else box
+            prompts_px[k] = np.nan if box is None else np.asarray(box, dtype=np.float64) / frame.ratio
         emb = emb_cache.get(z, keep=keep)
         logits, iou = decode(emb, prompts)
         masks = kernels.postprocess(logits, frame.resized, (h, w))
+        if refine is not None:
+            px = np.where(np.isnan(prompts_px), boxes[active][:, [0, 1, 3, 4]], prompts_px)
+            masks, iou, _ = refine(volume[z], np.clip(px, 0, [w, h, w, h]), masks, iou, logits, frame)
         lab = labels[z]
         for k, b in enumerate(active):  # ascending box index: later boxes win
             m = masks[k]
