@@ -64,4 +64,24 @@ private:
     std::vector<float> b0_, b1_;
 };
 
+// A writable (h, w) uint16 label slice in memory owned elsewhere; strides in bytes.
+struct LabelSlice {
+    unsigned char* data = nullptr;
+    int h = 0, w = 0;
+    int64_t stride_y = 0, stride_x = 0;
+};
+
+struct PasteResult {
+    int y0 = 0, x0 = 0, y1 = 0, x1 = 0;  // bounding box of the mask, exclusive ends (empty: y1 <= y0)
+    bool has_box = false;                 // next slice's box found
+    int64_t box[4] = {-1, -1, -1, -1};    // [x_min, y_min, x_max, y_max] in 256 space
+};
+
+// One box of one slice of the 3D loop (semantics: medsam_edge._kernels_py.paste_masks): upsample + threshold the
+// logits with `up` into `mask` (labels.h * labels.w bytes, overwritten: 0 or `mark` on return), raise the label slice
+// to `value` where the mask is set, report the mask's bounding box and the next slice's box in 256 space (the
+// mask resized to (nh_box, nw_box) with INTER_AREA, tight box of pixels > 0 widened by `margin`, clamped to [0, 256]).
+void paste_mask(const MaskUpsampler& up, const float* src, int64_t src_stride, const LabelSlice& labels, uint16_t value,
+                uint8_t mark, int64_t margin, int nh_box, int nw_box, uint8_t* mask, PasteResult& res);
+
 }  // namespace medsam

@@ -472,6 +472,118 @@ py::array resize_area(const py::object& image_obj, const py::object& new_h_obj, 
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
+// ------------------------------------------------------------------------------------------------ paste_masks
+std::vector<int64_t> int_values(const py::object& obj, const char* name, int64_t n, int64_t lo, int64_t hi) {
+    py::array a = to_array(obj, name);
+    if (n == 0 && a.ndim() == 1 && a.shape(0) == 0) return {};  // [] (float64 to numpy) for zero boxes
+    const char kind = a.dtype().kind();
+    if (kind != 'u' && kind != 'i' && kind != 'b')
+        throw py::type_error(std::string(name) + " must hold integers, got dtype " + dtype_str(a));
+    if (a.ndim() != 1 || a.shape(0) != n)
+        throw py::value_error(std::string(name) + " must have shape (" + std::to_string(n) + ",), got " + shape_str(a));
+    auto v = py::array_t<int64_t, py::array::forcecast>::ensure(a);
+    if (!v) throw py::type_error(std::string(name) + " must be convertible to int64");
+    std::vector<int64_t> out(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t x = v.at(i);
+        if (x < lo || x > hi)
+            throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(x) +
+                                  " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        out[static_cast<size_t>(i)] = x;
+    }
+    return out;
+}
+
+py::tuple paste_masks(const py::object& logits_obj, const py::object& new_hw, const py::object& labels_obj,
+                      const py::object& values_obj, const py::object& marks_obj, const py::object& margin_obj) {
+    if (logits_obj.is_none()) throw py::type_error("logits must be a float array, got None");
+    {
+        py::array probe = py::array::ensure(logits_obj);
+        if (!probe || !is_real_kind(probe))
+            throw py::type_error("logits must be a real numeric array (B, 256, 256) or (B, 1, 256, 256)");
+    }
+    auto lg = py::array_t<float, py::array::forcecast | py::array::c_style>::ensure(logits_obj);
+    if (!lg) throw py::type_error("logits must be convertible to float32");
+    const py::ssize_t nd = lg.ndim();
+    if (nd != 3 && nd != 4)
+        throw py::value_error("logits must be (B, h, w) or (B, 1, h, w), got shape " + shape_str(lg));
+    if (nd == 4 && lg.shape(1) < 1) throw py::value_error("logits has no channel, shape " + shape_str(lg));
+    const int64_t b = lg.shape(0), lh = lg.shape(nd - 2), lw = lg.shape(nd - 1);
+
+    if (labels_obj.is_none() || !py::isinstance<py::array>(labels_obj))
+        throw py::type_error("labels must be a writeable (H, W) uint16 numpy array");
+    py::array lab = py::reinterpret_borrow<py::array>(labels_obj);
+    if (lab.dtype().kind() != 'u' || lab.dtype().itemsize() != 2 || !lab.dtype().attr("isnative").cast<bool>())
+        throw py::type_error("labels must be uint16, got dtype " + dtype_str(lab));
+    if (lab.ndim() != 2) throw py::value_error("labels must be (H, W), got shape " + shape_str(lab));
+    if (!lab.writeable()) throw py::value_error("labels must be writeable");
+    if (!lab.attr("flags").attr("aligned").cast<bool>()) throw py::value_error("labels must be aligned");
+    const int64_t H = lab.shape(0), W = lab.shape(1);
+    if (H < 1 || W < 1) throw py::value_error("labels must not be empty, got shape " + shape_str(lab));
+    check_image_size(H, W, 1, "labels");
+
+    const auto nhw = to_pair(new_hw, "new_hw");
+    if (nhw.first < 1 || nhw.second < 1 || nhw.first > lh || nhw.second > lw)
+        throw py::value_error("new_hw " + std::to_string(nhw.first) + ", " + std::to_string(nhw.second) +
+                              " must be within the logits' spatial shape " + shape_str(lg));
+    const auto box_hw = resized_shape(H, W);
+    if (box_hw.first < 1 || box_hw.second < 1)
+        throw py::value_error("labels of shape " + shape_str(lab) + " are too elongated: the short side would resize to 0");
+    const std::vector<int64_t> values = int_values(values_obj, "values", b, 0, 65535);
+    const std::vector<int64_t> marks = int_values(marks_obj, "marks", b, 0, 255);
+    const int64_t margin = to_index(margin_obj, "margin");
+    if (margin > (int64_t(1) << 40) || margin < -(int64_t(1) << 40)) throw py::value_error("margin is out of range");
+
+    const int nh = static_cast<int>(nhw.first), nw = static_cast<int>(nhw.second);
+    medsam::LabelSlice ls;
+    ls.data = static_cast<unsigned char*>(lab.mutable_data());
+    ls.h = static_cast<int>(H);
+    ls.w = static_cast<int>(W);
+    ls.stride_y = lab.strides(0);
+    ls.stride_x = lab.strides(1);
+    const float* base = lg.data();
+    const int64_t plane = lh * lw;  // c_style: box i starts at i * channels * plane, rows lw floats apart
+    const int64_t per_box = nd == 4 ? lg.shape(1) * plane : plane;
+    std::vector<medsam::PasteResult> res(static_cast<size_t>(b));
+    std::vector<std::vector<uint8_t>> crops(static_cast<size_t>(b));
+    {
+        py::gil_scoped_release nogil;
+        medsam::MaskUpsampler up(nh, nw, static_cast<int>(H), static_cast<int>(W));
+        std::vector<uint8_t> mask(static_cast<size_t>(H) * static_cast<size_t>(W));
+        for (int64_t i = 0; i < b; ++i) {
+            medsam::PasteResult& r = res[static_cast<size_t>(i)];
+            medsam::paste_mask(up, base + i * per_box, lw, ls, static_cast<uint16_t>(values[static_cast<size_t>(i)]),
+                               static_cast<uint8_t>(marks[static_cast<size_t>(i)]), margin, box_hw.first, box_hw.second,
+                               mask.data(), r);
+            if (r.y1 <= r.y0) continue;
+            const int ch = r.y1 - r.y0, cw = r.x1 - r.x0;
+            std::vector<uint8_t>& c = crops[static_cast<size_t>(i)];
+            c.resize(static_cast<size_t>(ch) * cw);
+            for (int y = 0; y < ch; ++y) {
+                const uint8_t* m = mask.data() + static_cast<size_t>(r.y0 + y) * W + r.x0;
+                uint8_t* o = c.data() + static_cast<size_t>(y) * cw;
+                for (int x = 0; x < cw; ++x) o[x] = m[x] != 0;
+            }
+        }
+    }
+    py::array_t<int64_t> boxes({static_cast<py::ssize_t>(b), static_cast<py::ssize_t>(4)});
+    int64_t* bp = boxes.mutable_data();
+    py::list out_crops;
+    for (int64_t i = 0; i < b; ++i) {
+        const medsam::PasteResult& r = res[static_cast<size_t>(i)];
+        for (int k = 0; k < 4; ++k) bp[i * 4 + k] = r.has_box ? r.box[k] : -1;
+        if (r.y1 <= r.y0) {
+            out_crops.append(py::none());
+            continue;
+        }
+        py::array_t<bool> crop({static_cast<py::ssize_t>(r.y1 - r.y0), static_cast<py::ssize_t>(r.x1 - r.x0)});
+        const std::vector<uint8_t>& c = crops[static_cast<size_t>(i)];
+        std::memcpy(crop.mutable_data(), c.data(), c.size());
+        out_crops.append(py::make_tuple(r.y0, r.x0, crop));
+    }
+    return py::make_tuple(boxes, out_crops);
+}
+
     m.doc() = "Native (C++) pre/post-processing kernels of medsam_edge; semantics in medsam_edge._kernels_py.";
     m.attr("TARGET") = kTarget;
     m.def("preprocess", &preprocess, py::arg("image"), py::arg("out") = py::none(),
@@ -484,3 +596,7 @@ PYBIND11_MODULE(_native, m) {
     m.def("box_from_mask", &box_from_mask, py::arg("mask"), py::arg("margin") = 3,
           "Next-slice box (int64 [x_min, y_min, x_max, y_max] in 256 space) from a (H, W) uint8 mask, or None.");
 }
+    m.def("paste_masks", &paste_masks, py::arg("logits"), py::arg("new_hw"), py::arg("labels"), py::arg("values"),
+          py::arg("marks"), py::arg("margin") = 3,
+          "One 3D-loop slice: logits -> masks raised into a (H, W) uint16 label slice in place; returns ((B, 4) int64 "
+          "next boxes in 256 space, -1 rows when empty; [(y0, x0, bool crop) or None per box]).");

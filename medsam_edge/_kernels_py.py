@@ -125,3 +125,52 @@ def box_from_mask(mask: np.ndarray, margin: int = 3) -> np.ndarray | None:
     y_min = max(0, int(ys.min()) - margin)
     y_max = min(TARGET, int(ys.max()) + margin)
     return np.array([x_min, y_min, x_max, y_max], dtype=np.int64)
+
+
+def paste_masks(
+    logits: np.ndarray,
+    new_hw: tuple[int, int],
+    labels: np.ndarray,
+    values: np.ndarray,
+    marks: np.ndarray,
+    margin: int = 3,
+) -> tuple[np.ndarray, list]:
+    """One slice of the 3D loop: logits -> masks written into a label slice, their crops and the next slice's boxes.
+
+    For each box ``k`` in order: the mask is ``postprocess(logits[k], new_hw, labels.shape)``; where it is set,
+    ``labels = max(labels, values[k])`` (in place: with ascending values a later box overwrites an earlier one);
+    the next slice's box is ``box_from_mask(mask * marks[k], margin)`` (the reference resizes its uint8 label image,
+    so the value ``marks[k]`` matters for INTER_AREA rounding).
+
+    Args:
+        logits: (B, 256, 256) or (B, 1, 256, 256) float32 low-resolution logits.
+        new_hw: (new_h, new_w) of the resized slice inside the 256 square.
+        labels: (H, W) uint16 label slice, written in place (may be a view into a (z, y, x) label volume).
+        values: (B,) label values (1..65535) written where each mask is set.
+        marks: (B,) uint8 values (1..255) of each mask for the box rule.
+        margin: pixels added on each side of the tight box in 256 space.
+
+    Returns:
+        (next_boxes, crops): (B, 4) int64 ``[x_min, y_min, x_max, y_max]`` in 256 space, a row of -1 where the
+        resized mask is empty (the caller falls back to the 2D box); ``crops[k]`` is ``(y0, x0, bool crop of the
+        mask's bounding box)`` or None for an empty mask.
+    """
+    logits = np.asarray(logits, dtype=np.float32)
+    if logits.ndim == 4:
+        logits = logits[:, 0]
+    masks = postprocess(logits, new_hw, labels.shape)
+    next_boxes = np.full((len(masks), 4), -1, dtype=np.int64)
+    crops: list = []
+    for k, mask in enumerate(masks):
+        labels[mask] = np.maximum(labels[mask], np.uint16(values[k]))
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size == 0:
+            crops.append(None)
+        else:
+            cols = np.flatnonzero(mask.any(axis=0))
+            y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            crops.append((y0, x0, mask[y0:y1, x0:x1].copy()))
+        box = box_from_mask(mask.astype(np.uint8) * np.uint8(marks[k]), margin)
+        if box is not None:
+            next_boxes[k] = box
+    return next_boxes, crops

@@ -43,3 +43,17 @@ def box_from_mask(mask: npt.ArrayLike, margin: int = 3) -> npt.NDArray[np.int64]
 
     Returns None when the resized mask is empty.
     """
+
+def paste_masks(
+    logits: npt.ArrayLike,
+    new_hw: tuple[int, int],
+    labels: npt.NDArray[np.uint16],
+    values: npt.ArrayLike,
+    marks: npt.ArrayLike,
+    margin: int = 3,
+) -> tuple[npt.NDArray[np.int64], list[tuple[int, int, npt.NDArray[np.bool_]] | None]]:
+    """One slice of the 3D loop: each box's upsampled, thresholded mask raises ``labels`` (H, W) uint16 in place to
+    ``values[k]``; returns the next slice's boxes in 256 space ((B, 4) int64, -1 rows where the mask resized with the
+    reference rule is empty; mask value ``marks[k]``) and a ``(y0, x0, bool crop)`` per box (None when empty).
+    Values must be in [0, 65535], marks in [0, 255]. Releases the GIL.
+    """

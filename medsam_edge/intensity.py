@@ -40,7 +40,7 @@ import numpy as np
 
 from .errors import ConfigurationError, InvalidImageError
 
-__all__ = ["CT_WINDOWS", "DEFAULT_CT_WINDOW", "window_ct", "percentile_normalize", "to_uint8"]
+__all__ = ["CT_WINDOWS", "DEFAULT_CT_WINDOW", "window_ct", "percentile_normalize", "to_uint8", "slice_converter"]
 
 #: CT window presets as ``(width, level)`` in Hounsfield units (width first). Read-only mapping.
 CT_WINDOWS: Mapping[str, tuple[float, float]] = MappingProxyType(
@@ -70,9 +70,17 @@ def _numeric_input(array: object, what: str) -> np.ndarray:
         raise InvalidImageError(f"{what}: expected a real-valued numeric array, got dtype {arr.dtype}")
     if arr.size == 0:
         raise InvalidImageError(f"{what}: the array is empty (shape {arr.shape}); expected at least one value")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not _all_finite(arr):
         raise InvalidImageError(f"{what}: the array holds NaN or infinite values; expected finite values only")
     return arr
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """``np.isfinite(arr).all()`` in chunks (no boolean array the size of a volume)."""
+    flat = arr.reshape(-1) if arr.flags.c_contiguous else None
+    if flat is None:
+        return all(np.isfinite(arr[i]).all() for i in range(arr.shape[0])) if arr.ndim > 1 else bool(np.isfinite(arr).all())
+    return all(np.isfinite(flat[i:i + _CHUNK]).all() for i in range(0, flat.size, _CHUNK))
 
 
 def resolve_window(window: Window) -> tuple[float, float]:
@@ -210,13 +218,42 @@ def percentile_normalize(
             f"percentiles (lower={lower}, upper={upper}) are invalid; expected 0 <= lower < upper <= 100"
         )
     arr = _numeric_input(array, "percentile_normalize")
-    background = arr == 0
-    selected = arr[arr > 0] if match_upstream else arr[~background]
+    return _apply_percentiles(arr, _percentile_bounds(arr, lo_q, hi_q, match_upstream), match_upstream)
+
+
+def _percentile_bounds(arr: np.ndarray, lo_q: float, hi_q: float, match_upstream: bool) -> tuple[float, float] | None:
+    """(p_low, p_high) of the selected voxels (``!= 0``, or ``> 0`` upstream), None when none is selected.
+
+    Gathers the selected values slice by slice into one array (no whole-volume boolean mask or second copy) and lets
+    ``np.percentile`` partition it in place: the same numbers as ``np.percentile(arr[arr != 0], ...)``.
+    """
+    parts = arr.reshape(-1, arr.shape[-1]) if arr.ndim >= 2 else arr.reshape(1, -1)
+    step = max(1, _CHUNK // max(1, parts.shape[1]))
+
+    def pick(block: np.ndarray) -> np.ndarray:
+        return block > 0 if match_upstream else block != 0
+
+    total = sum(int(np.count_nonzero(pick(parts[i:i + step]))) for i in range(0, parts.shape[0], step))
+    if total == 0:
+        return None
+    selected = np.empty(total, dtype=arr.dtype)
+    pos = 0
+    for i in range(0, parts.shape[0], step):
+        block = parts[i:i + step]
+        values = block[pick(block)]
+        selected[pos:pos + values.size] = values
+        pos += values.size
+    p_low, p_high = (float(v) for v in np.percentile(selected, [lo_q, hi_q], overwrite_input=True))
+    return p_low, p_high
+
+
+def _apply_percentiles(arr: np.ndarray, bounds: tuple[float, float] | None, match_upstream: bool) -> np.ndarray:
+    """Scale ``arr`` to uint8 with percentile bounds from :func:`_percentile_bounds`; zero voxels stay zero."""
     out = np.zeros(arr.shape, dtype=np.uint8)
-    if selected.size == 0:
+    if bounds is None:
         return out
-    p_low, p_high = (float(v) for v in np.percentile(selected, [lo_q, hi_q]))
-    del selected
+    p_low, p_high = bounds
+    background = arr == 0
     if p_high <= p_low:
         out[~background] = 255
         return out
@@ -226,6 +263,24 @@ def percentile_normalize(
         _scale_rounded(arr, p_low, p_high, out)
     out[background] = 0
     return out
+
+
+def slice_converter(volume: object, window: Window | None = None):
+    """``f(z) -> uint8 slice`` equal to ``window_ct(volume, window)[z]`` (``window`` given) or
+    ``percentile_normalize(volume)[z]`` (no window), without converting the whole volume.
+
+    The percentile bounds need every voxel, so they are computed once here (memory: the non-zero values, at the
+    volume's own dtype); each slice is then scaled on its own, which gives the same bytes as converting the volume at
+    once (the rules are voxel-wise once the bounds are known). 3D arrays only.
+    """
+    arr = _numeric_input(volume, "volume")
+    if arr.ndim != 3:
+        raise InvalidImageError(f"volume must be (z, y, x), got shape {arr.shape}")
+    if window is not None:
+        resolve_window(window)  # fail now, not on the first slice
+        return lambda z: window_ct(arr[z], window)
+    bounds = _percentile_bounds(arr, 0.5, 99.5, False)
+    return lambda z: _apply_percentiles(arr[z], bounds, False)
 
 
 def to_uint8(

@@ -29,6 +29,7 @@ if _native is not None and hasattr(_native, "preprocess"):
     label_map = _native.label_map
     resize_area = _native.resize_area
     box_from_mask = _native.box_from_mask
+    paste_masks = getattr(_native, "paste_masks", _py.paste_masks)  # an extension built before it existed: the twin
 else:
     BACKEND = "numpy"
     preprocess = _py.preprocess
@@ -36,6 +37,7 @@ else:
     label_map = _py.label_map
     resize_area = _py.resize_area
     box_from_mask = _py.box_from_mask
+    paste_masks = _py.paste_masks
 
 __all__ = [
     "BACKEND",
@@ -46,4 +48,5 @@ __all__ = [
     "label_map",
     "resize_area",
     "box_from_mask",
+    "paste_masks",
 ]

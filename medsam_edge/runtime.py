@@ -13,6 +13,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -133,11 +134,19 @@ class Runtime:
             props["CACHE_DIR"] = opts.cache_dir
         return props
 
-    def compile(self, xml_path: Path):
-        """Read and compile one IR; errors become :class:`ModelFileError` naming the file."""
+    def compile(self, xml_path: Path, shapes: dict | None = None):
+        """Read and compile one IR; errors become :class:`ModelFileError` naming the file.
+
+        ``shapes`` ({input name: static shape}) reshapes the model before compiling: a static shape lets the CPU
+        plugin plan and reuse its working memory (a dynamic-batch decoder allocates ~45 MB more per box in a call).
+        """
         ov_core = core()
         props = self.compile_properties()
         try:
+            if shapes:
+                model = ov_core.read_model(str(xml_path))
+                model.reshape(shapes)
+                return ov_core.compile_model(model, self.options.device, props)
             return ov_core.compile_model(str(xml_path), self.options.device, props)
         except RuntimeError as exc:
             text = str(exc)
@@ -167,23 +176,100 @@ class EncoderModel:
 
 
 class DecoderModel:
-    """embedding (1,256,64,64) + boxes (B,4) float32 in 256 space -> logits (B,256,256), iou (B,), both copied."""
+    """embedding (1,256,64,64) + boxes (B,4) float32 in 256 space -> logits (B,256,256), iou (B,), both copied.
 
-    def __init__(self, compiled) -> None:
+    With a decoder compiled for a static number of boxes (:data:`DECODER_SHAPES`: one), boxes are decoded in steps
+    against an embedding fed once per call. A static shape lets OpenVINO plan its working memory: ~35 MB for one box,
+    where a dynamic-batch decoder takes ~90 MB for one box and ~45 MB more per further box of a call (8 boxes: ~400 MB).
+    ``wide`` (optional) compiles, on first need, a decoder for :data:`WIDE_BOXES` boxes per call that calls with at
+    least that many boxes use for their full chunks (faster per box for many boxes; ~90 MB more working memory, paid
+    only by a process that makes such calls). A compiled model whose box input is dynamic is called once per call.
+    """
+
+    def __init__(self, compiled, wide: Callable[[], object] | None = None) -> None:
         self.compiled = compiled
-        self._request = compiled.create_infer_request()
+        self._wide_factory = wide
         names = {out.get_any_name(): out for out in compiled.outputs}
         self._logits = names.get("low_res_logits", compiled.outputs[0])
         self._iou = names.get("iou", compiled.outputs[1])
-        in_names = {inp.get_any_name() for inp in compiled.inputs}
-        self._emb_key = "embedding" if "embedding" in in_names else 0
-        self._box_key = "boxes" if "boxes" in in_names else 1
+        inputs = {inp.get_any_name(): inp for inp in compiled.inputs}
+        self._emb_key = "embedding" if "embedding" in inputs else 0
+        self._box_key = "boxes" if "boxes" in inputs else 1
+        shape = inputs.get("boxes", compiled.inputs[1]).get_partial_shape()
+        self._step = int(shape[0].get_length()) if shape.is_static else None  # boxes per infer call
+        self._request = compiled.create_infer_request()
+        self._wide: tuple | None = None  # (request, boxes per call) once compiled
+        self._emb = None  # (1, 256, 64, 64) input buffer of the static-shape path, bound to the requests once
 
     def __call__(self, embedding: np.ndarray, boxes256: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         boxes256 = np.ascontiguousarray(boxes256, dtype=np.float32).reshape(-1, 4)
-        if boxes256.shape[0] == 0:
+        n = boxes256.shape[0]
+        if n == 0:
             return np.zeros((0, 256, 256), np.float32), np.zeros((0,), np.float32)
-        self._request.infer({self._emb_key: embedding, self._box_key: boxes256})
-        logits = np.array(self._request.get_tensor(self._logits).data, dtype=np.float32, copy=True)
-        iou = np.array(self._request.get_tensor(self._iou).data, dtype=np.float32, copy=True)
-        return logits.reshape(boxes256.shape[0], 256, 256), iou.reshape(boxes256.shape[0])
+        if self._step is None:
+            self._request.infer({self._emb_key: embedding, self._box_key: boxes256})
+            logits = np.array(self._request.get_tensor(self._logits).data, dtype=np.float32, copy=True)
+            iou = np.array(self._request.get_tensor(self._iou).data, dtype=np.float32, copy=True)
+            return logits.reshape(n, 256, 256), iou.reshape(n)
+        if self._emb is None:
+            self._emb = np.empty((1, 256, 64, 64), np.float32)
+            self._set(self._request, self._emb_key, self._emb)
+        np.copyto(self._emb, np.reshape(embedding, self._emb.shape))  # fed once, shared by every box of this call
+        logits = np.empty((n, 256, 256), np.float32)
+        iou = np.empty((n,), np.float32)
+        start = 0
+        if self._wide_factory is not None and n >= WIDE_BOXES:
+            request, step = self._wide_request()
+            while n - start >= step:
+                self._run(request, step, boxes256[start:start + step], logits[start:start + step],
+                          iou[start:start + step])
+                start += step
+        while start < n:
+            count = min(self._step, n - start)
+            self._run(self._request, self._step, boxes256[start:start + count], logits[start:start + count],
+                      iou[start:start + count])
+            start += count
+        return logits, iou
+
+    def _wide_request(self) -> tuple:
+        if self._wide is None:
+            compiled = self._wide_factory()
+            request = compiled.create_infer_request()
+            names = {out.get_any_name(): out for out in compiled.outputs}
+            shape = [inp for inp in compiled.inputs if inp.get_any_name() == "boxes"][0].get_partial_shape()
+            self._set(request, self._emb_key, self._emb)
+            self._wide = (request, int(shape[0].get_length()), names["low_res_logits"], names["iou"])
+        request, step = self._wide[0], self._wide[1]
+        return request, step
+
+    def _run(self, request, step: int, chunk: np.ndarray, logits_out: np.ndarray, iou_out: np.ndarray) -> None:
+        count = chunk.shape[0]
+        if count < step:  # pad a short chunk by repeating its last box
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - count, axis=0)])
+        self._set(request, self._box_key, np.ascontiguousarray(chunk))
+        request.infer()
+        wide = self._wide is not None and request is self._wide[0]
+        out_logits = self._wide[2] if wide else self._logits
+        out_iou = self._wide[3] if wide else self._iou
+        logits_out[...] = request.get_tensor(out_logits).data.reshape(step, 256, 256)[:count]
+        iou_out[...] = request.get_tensor(out_iou).data.reshape(step)[:count]
+
+    @staticmethod
+    def _set(request, key, array: np.ndarray) -> None:
+        if isinstance(key, int):
+            request.set_input_tensor(key, _ov_tensor(array))
+        else:
+            request.set_tensor(key, _ov_tensor(array))
+
+
+#: static input shapes the decoder is compiled with (one box per infer call; see :class:`DecoderModel`)
+DECODER_SHAPES = {"boxes": [1, 4]}
+#: boxes per call of the optional wide decoder (calls with at least this many boxes)
+WIDE_BOXES = 4
+WIDE_DECODER_SHAPES = {"boxes": [WIDE_BOXES, 4]}
+
+
+def _ov_tensor(array: np.ndarray):
+    import openvino as ov
+
+    return ov.Tensor(array, shared_memory=True)

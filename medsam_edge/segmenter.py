@@ -18,8 +18,17 @@ from .errors import ConfigurationError, InvalidBoxError, NotReadyError
 from .models import resolve as resolve_models
 from .prompts import Frame, check_boxes_2d, check_image
 from .refine import Zoom, ZoomOptions, check_refine
-from .runtime import DEFAULT, DecoderModel, EncoderModel, Runtime, RuntimeOptions, resolve_cache_dir
-from .volume import STRATEGIES, VolumeResult, check_boxes_3d, check_volume
+from .runtime import (
+    DECODER_SHAPES,
+    DEFAULT,
+    WIDE_DECODER_SHAPES,
+    DecoderModel,
+    EncoderModel,
+    Runtime,
+    RuntimeOptions,
+    resolve_cache_dir,
+)
+from .volume import STRATEGIES, SliceSource, VolumeResult, check_boxes_3d, check_volume
 from .volume import segment_volume as run_volume
 
 
@@ -123,7 +132,10 @@ class Segmenter:
         self.models = resolve_models(self.options.variant, model_dir, verify=verify_models)
         runtime = Runtime(self.options)
         self._encoder = EncoderModel(runtime.compile(self.models.encoder_xml))
-        self._decoder = DecoderModel(runtime.compile(self.models.decoder_xml))
+        self._decoder = DecoderModel(
+            runtime.compile(self.models.decoder_xml, DECODER_SHAPES),
+            wide=lambda: runtime.compile(self.models.decoder_xml, WIDE_DECODER_SHAPES),
+        )
         self._input = np.zeros((1, 3, kernels.TARGET, kernels.TARGET), dtype=np.float32)
         self._state: ImageState | None = None
         self._lock = threading.RLock()
@@ -226,13 +238,15 @@ class Segmenter:
             raise InvalidBoxError("boxes are required: (N, 6) [x_min, y_min, z_min, x_max, y_max, z_max]")
         array = check_volume(array)
         clipped = check_boxes_3d(boxes, array.shape)
-        if array.dtype != np.uint8:
-            from .intensity import percentile_normalize, window_ct
-
-            array = window_ct(array, window) if window is not None else percentile_normalize(array)
         strategy = strategy or self.volume_strategy
         if strategy not in STRATEGIES:
             raise ConfigurationError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if isinstance(cache_slices, bool) or not isinstance(cache_slices, (int, np.integer)) or cache_slices < 0:
+            raise ConfigurationError(f"cache_slices must be a non-negative integer, got {cache_slices!r}")
+        if array.dtype != np.uint8:  # converted slice by slice when the loop reads it, never as a whole volume
+            from .intensity import slice_converter
+
+            array = SliceSource(array, slice_converter(array, window))
 
         def encode(slice2d: np.ndarray) -> np.ndarray:
             tensor, _ = kernels.preprocess(slice2d, self._input)

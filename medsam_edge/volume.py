@@ -13,8 +13,16 @@ Strategies:
 * ``"slicewise"``: every slice in [z_min, z_max] is prompted with the box's 2D part; slices are independent.
 
 Work done once: all boxes are advanced together, so every slice is encoded once per sweep and every box active on a
-slice is decoded in one batched call. In ``"propagate"`` the upward sweep keeps the embeddings the downward sweep will
-need in a bounded cache (``cache_slices`` x 4 MiB, default 16 = 64 MiB); a slice that does not fit is encoded again.
+slice is decoded against that slice's embedding in one decoder call. In ``"propagate"`` the upward sweep keeps the
+embeddings the downward sweep will need in a bounded cache (``cache_slices`` x 4 MiB, default 16 = 64 MiB; only
+slices some box's downward sweep will visit are kept, so a single box or ``"slicewise"`` keeps none); a slice that
+does not fit is encoded again. At most ``cache_slices + 1`` embeddings exist at any time, whatever the depth.
+
+Memory: besides the input and the uint16 label map (allocated zeroed, so the pages no mask touches stay unallocated),
+the loop holds one slice's logits and masks, each box's mask crops (for :meth:`VolumeResult.mask`) and 4 numbers of
+propagation state per box. Non-uint8 volumes come in as a :class:`SliceSource` and are converted one slice at a time.
+Per slice, :func:`medsam_edge.kernels.paste_masks` (native, GIL released) upsamples and thresholds the logits, raises
+the label slice in place, crops each mask and computes the next slice's box by the reference rule in one call.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from .errors import InvalidBoxError, InvalidImageError
 from .prompts import MAX_SIDE, Frame, as_boxes
 
 STRATEGIES = ("propagate", "slicewise")
+#: most boxes per volume (labels are uint16)
+MAX_BOXES = 65535
 
 
 def check_volume(volume, name: str = "volume") -> np.ndarray:
@@ -52,9 +62,29 @@ def check_volume(volume, name: str = "volume") -> np.ndarray:
     new_h, new_w = kernels.resized_shape(h, w)
     if new_h == 0 or new_w == 0:
         raise InvalidImageError(f"{name} slices of {h}x{w} are too elongated (aspect ratio must be below 512:1)")
-    if volume.dtype.kind == "f" and not np.isfinite(volume).all():
+    if volume.dtype.kind == "f" and not all(np.isfinite(volume[z]).all() for z in range(d)):  # slice by slice
         raise InvalidImageError(f"{name} contains NaN or infinite values; expected finite values only")
     return volume
+
+
+class SliceSource:
+    """A (z, y, x) volume seen as uint8 slices converted on demand (``source[z]``), so a 16-bit or float volume is
+    never converted (or copied) as a whole; ``convert(z) -> (y, x) uint8``."""
+
+    def __init__(self, array: np.ndarray, convert: Callable[[int], np.ndarray]) -> None:
+        self.array = array
+        self.convert = convert
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z):
+        if isinstance(z, (int, np.integer)):
+            return self.convert(int(z))
+        raise TypeError("SliceSource supports integer slice indices only")
 
 
 def check_boxes_3d(boxes, shape: tuple[int, int, int], name: str = "boxes") -> np.ndarray:
@@ -133,13 +163,23 @@ class VolumeResult:
         return out
 
 
-def _crop_piece(mask: np.ndarray) -> _Piece | None:
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    return _Piece(int(y0), int(x0), mask[y0:y1, x0:x1].copy())
+def _paste_bool_masks(masks: np.ndarray, labels: np.ndarray, values: np.ndarray, marks: np.ndarray):
+    """:func:`medsam_edge.kernels.paste_masks` for masks that are already full-resolution bool (the refine path)."""
+    next_boxes = np.full((len(masks), 4), -1, dtype=np.int64)
+    crops: list = []
+    for k, m in enumerate(masks):
+        labels[m] = np.maximum(labels[m], np.uint16(values[k]))
+        rows = np.flatnonzero(m.any(axis=1))
+        if rows.size == 0:
+            crops.append(None)
+            continue
+        cols = np.flatnonzero(m.any(axis=0))
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        crops.append((y0, x0, m[y0:y1, x0:x1].copy()))
+        box = kernels.box_from_mask(m.astype(np.uint8) * np.uint8(marks[k]), 3)
+        if box is not None:
+            next_boxes[k] = box
+    return next_boxes, crops
 
 
 class _Embeddings:
@@ -192,6 +232,8 @@ def segment_volume(
     d, h, w = volume.shape
     frame = Frame(h, w)
     n = len(boxes)
+    if n > MAX_BOXES:
+        raise InvalidBoxError(f"at most {MAX_BOXES} boxes fit a uint16 label map, got {n}")
     labels = np.zeros((d, h, w), dtype=np.uint16)
     scores = np.full((n, d), np.nan, dtype=np.float32)
     pieces: list[dict[int, _Piece]] = [dict() for _ in range(n)]
@@ -214,66 +256,66 @@ def segment_volume(
     total = int((up_end - up_start + 1).clip(0).sum() + (down_start - down_end + 1).clip(0).sum())
     done = 0
     emb_cache = _Embeddings(volume, encode, cache_slices if strategy == "propagate" else 0)
-    last_mask: list[np.ndarray | None] = [None] * n
-    mid_mask: list[np.ndarray | None] = [None] * n
+    # propagation state: each box's prompt for its next slice (256 space), None = its 2D part (first slice, or the
+    # previous slice's mask was empty); only 4 numbers per box are carried from slice to slice, never masks
+    last_box: list[np.ndarray | None] = [None] * n
+    mid_box: list[np.ndarray | None] = [None] * n
     needed_down_lo = int(down_end.min())
     needed_down_hi = int(down_start.max())
 
-    def run_slice(z: int, active: np.ndarray, prev: list[np.ndarray | None], keep: bool) -> list[np.ndarray]:
+    def run_slice(z: int, active: np.ndarray, prev: list[np.ndarray | None], keep: bool) -> list[np.ndarray | None]:
         nonlocal done
         prompts = np.empty((len(active), 4), dtype=np.float32)
         prompts_px = np.empty((len(active), 4), dtype=np.float64)  # the same boxes in original pixels (refine)
         for k, b in enumerate(active):
-            box = None
-            if prev[k] is not None:
-                box = kernels.box_from_mask(np.where(prev[k], label_values[b], 0).astype(np.uint8), 3)
+            box = prev[k]
             prompts[k] = box2d[b] if box is None else box
             prompts_px[k] = np.nan if box is None else np.asarray(box, dtype=np.float64) / frame.ratio
         emb = emb_cache.get(z, keep=keep)
         logits, iou = decode(emb, prompts)
-        masks = kernels.postprocess(logits, frame.resized, (h, w))
-        if refine is not None:
+        lab = labels[z]
+        if refine is None:
+            # native: upsample + threshold, raise the label slice in place, crops and next boxes in one call
+            next_boxes, crops = kernels.paste_masks(logits, frame.resized, lab, active + 1, label_values[active], 3)
+        else:
+            masks = kernels.postprocess(logits, frame.resized, (h, w))
             px = np.where(np.isnan(prompts_px), boxes[active][:, [0, 1, 3, 4]], prompts_px)
             masks, iou, _ = refine(volume[z], np.clip(px, 0, [w, h, w, h]), masks, iou, logits, frame)
-        lab = labels[z]
-        for k, b in enumerate(active):  # ascending box index: later boxes win
-            m = masks[k]
-            lab[m] = np.maximum(lab[m], b + 1)
+            next_boxes, crops = _paste_bool_masks(masks, lab, active + 1, label_values[active])
+        for k, b in enumerate(active):
             scores[b, z] = iou[k]
-            piece = _crop_piece(m)
-            if piece is not None:
-                pieces[b][z] = piece
+            if crops[k] is not None:
+                pieces[b][z] = _Piece(int(crops[k][0]), int(crops[k][1]), crops[k][2])
         done += len(active)
         if progress is not None:
             progress(done, total)
-        return list(masks)
+        return [None if row[0] < 0 else row for row in next_boxes]
 
     # upward sweep (ascending z)
     for z in range(int(up_start.min()), int(up_end.max()) + 1):
         active = np.flatnonzero((up_start <= z) & (z <= up_end))
         if active.size == 0:
             continue
-        prev = [None if (strategy == "slicewise" or z == zmid[b]) else last_mask[b] for b in active]
+        prev = [None if (strategy == "slicewise" or z == zmid[b]) else last_box[b] for b in active]
         keep = strategy == "propagate" and needed_down_lo <= z <= needed_down_hi and bool(
             ((down_end <= z) & (z <= down_start)).any()
         )
-        masks = run_slice(z, active, prev, keep)
+        found = run_slice(z, active, prev, keep)
         for k, b in enumerate(active):
-            last_mask[b] = masks[k]
+            last_box[b] = found[k]
             if z == zmid[b]:
-                mid_mask[b] = masks[k]
+                mid_box[b] = found[k]
 
     # downward sweep (descending z), propagate only
     if strategy == "propagate" and needed_down_hi >= needed_down_lo:
-        last_mask = list(mid_mask)
+        last_box = list(mid_box)
         for z in range(needed_down_hi, needed_down_lo - 1, -1):
             active = np.flatnonzero((down_end <= z) & (z <= down_start))
             if active.size == 0:
                 continue
-            prev = [last_mask[b] for b in active]
-            masks = run_slice(z, active, prev, keep=False)
+            found = run_slice(z, active, [last_box[b] for b in active], keep=False)
             for k, b in enumerate(active):
-                last_mask[b] = masks[k]
+                last_box[b] = found[k]
 
     for arr in (labels, scores):
         arr.setflags(write=False)

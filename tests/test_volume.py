@@ -7,6 +7,9 @@ slice's mask, so ordering, caching, batching and overwrite mistakes change the a
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -160,3 +163,108 @@ def test_volume_checks():
     ]:
         with pytest.raises(InvalidImageError, match=match):
             check_volume(bad)
+
+
+# ------------------------------------------------------------------------------------------------ memory bounds
+class CountingModel:
+    """Embeddings are tracked with weak references: ``peak_alive`` is the most embeddings that existed at once
+    (whoever holds them: the cache, the loop, a leak). The decoder answers inside the prompt box, 2 px in."""
+
+    def __init__(self):
+        self.alive = 0
+        self.peak_alive = 0
+        self.encoded = 0
+        self.slice_shapes = set()
+
+    def _gone(self):
+        self.alive -= 1
+
+    def encode(self, slice2d):
+        self.slice_shapes.add(slice2d.shape)
+        emb = np.zeros((1, 4, 8, 8), np.float32)  # small stand-in for the (1, 256, 64, 64) embedding
+        weakref.finalize(emb, self._gone)
+        self.alive += 1
+        self.encoded += 1
+        self.peak_alive = max(self.peak_alive, self.alive)
+        return emb
+
+    def decode(self, embedding, boxes256):
+        out = np.full((len(boxes256), 256, 256), -1.0, np.float32)
+        for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes256, int)):
+            out[k, y0 + 2:max(y0 + 3, y1 - 2), x0 + 2:max(x0 + 3, x1 - 2)] = 1.0
+        return out, np.full(len(boxes256), 0.9, np.float32)
+
+
+# box 0's upward sweep (z 300..600) overlaps box 1's downward sweep (z 400..698): 201 slices the downward sweep
+# needs again; an unbounded cache would hold all of them
+HUGE_BOXES = np.array([[100, 100, 0, 160, 160, 600], [300, 300, 400, 360, 360, 999]])
+
+
+@pytest.mark.parametrize("cache_slices", [0, 8, 16])
+def test_512x512x1000_volume_keeps_at_most_cache_slices_embeddings(cache_slices):
+    gc.collect()
+    # a 512x512x1000 volume without 250 MB of memory: every slice is a view of one slice
+    one = make_volume(3, shape=(1, 512, 512))[0]
+    vol = np.broadcast_to(one, (1000, 512, 512))
+    model = CountingModel()
+    res = segment_volume(vol, check_boxes_3d(HUGE_BOXES, vol.shape), model.encode, model.decode,
+                         strategy="propagate", cache_slices=cache_slices)
+    union = 1000
+    # the loop itself holds the embedding of the slice being decoded (+1 while the next one is made)
+    assert model.peak_alive <= cache_slices + 2, model.peak_alive
+    assert res.encoded_slices == model.encoded
+    # every slice once, plus at most the overlap the cache could not keep (201 slices)
+    assert union <= model.encoded <= union + 201 - min(cache_slices, 201)
+    if cache_slices:
+        assert model.encoded == union + 201 - cache_slices
+    assert model.slice_shapes == {(512, 512)}
+    assert res.label_map.shape == (1000, 512, 512)
+    assert res.label_map[300, 130, 130] == 1 and res.label_map[998, 330, 330] == 2
+
+
+def test_non_uint8_volume_is_converted_one_slice_at_a_time(monkeypatch):
+    """segment_volume on int16 reads converted slices on demand: no uint8 (or float) copy of the whole volume."""
+    from medsam_edge import intensity
+    from medsam_edge.segmenter import Segmenter
+
+    rng = np.random.default_rng(4)
+    vol = (rng.integers(-400, 600, (12, 40, 50))).astype(np.int16)
+    boxes = [[5, 5, 2, 30, 30, 9]]
+    seen = []
+    real = intensity.window_ct
+
+    def spy(array, window="abdomen", **kw):
+        seen.append(np.shape(array))
+        return real(array, window, **kw)
+
+    monkeypatch.setattr(intensity, "window_ct", spy)
+    model = FakeModel()
+    seg = Segmenter.__new__(Segmenter)  # no OpenVINO: only the 3D plumbing of segment_volume is under test
+    seg.volume_strategy = "propagate"
+    seg._input = np.zeros((1, 3, 256, 256), np.float32)
+    seg._lock = __import__("threading").RLock()
+    seg._zoom = None
+    seg._encoder = lambda tensor: tensor[:, :1].copy()
+    seg._decoder = model.decode
+    res = seg.segment_volume(vol, boxes, window="abdomen")
+    assert seen and all(shape == (40, 50) for shape in seen)
+    # same labels as converting the whole volume first
+    whole = real(vol, "abdomen")
+    ref = segment_volume(whole, check_boxes_3d(boxes, whole.shape), lambda s: twin.preprocess(s)[0][:, :1].copy(),
+                         model.decode)
+    assert np.array_equal(res.label_map, ref.label_map)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.float32])
+def test_slice_converter_matches_whole_volume_conversion(dtype):
+    from medsam_edge.intensity import percentile_normalize, slice_converter, window_ct
+
+    rng = np.random.default_rng(5)
+    vol = rng.normal(200, 300, (7, 30, 33)).astype(dtype)
+    vol[:, :5] = 0  # background stays 0 in the percentile rule
+    whole_pct = percentile_normalize(vol)
+    whole_ct = window_ct(vol, "lung")
+    pct, ct = slice_converter(vol), slice_converter(vol, "lung")
+    for z in range(vol.shape[0]):
+        assert np.array_equal(pct(z), whole_pct[z])
+        assert np.array_equal(ct(z), whole_ct[z])
