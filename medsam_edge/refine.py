@@ -57,6 +57,9 @@ class ZoomOptions:
         select: "iou" (keep the mask with the larger predicted IoU), "zoom" (always the zoomed mask) or "fuse"
             (average the two logit maps inside the window).
         margin: with ``select="iou"`` the zoomed mask must beat the full one by more than this predicted IoU.
+        volume_step: in 3D, the zoom runs on every ``volume_step``-th slice of each sweep (1 = every slice); the
+            slices in between are prompted from the zoomed masks through the usual propagation. 2 keeps the 3D cost
+            under 2x the default.
     """
 
     scale: float = 1.5
@@ -67,6 +70,7 @@ class ZoomOptions:
     upscale: str = "linear"
     select: str = "iou"
     margin: float = 0.0
+    volume_step: int = 2
 
     def __post_init__(self) -> None:
         def number(name, value, low, strict=False):
@@ -84,6 +88,9 @@ class ZoomOptions:
         number("margin", self.margin, -1.0)
         if not isinstance(self.max_crops, (int, np.integer)) or isinstance(self.max_crops, bool) or self.max_crops < 1:
             raise ConfigurationError(f"ZoomOptions.max_crops must be an integer >= 1, got {self.max_crops!r}")
+        if not isinstance(self.volume_step, (int, np.integer)) or isinstance(self.volume_step, bool) or \
+                self.volume_step < 1:
+            raise ConfigurationError(f"ZoomOptions.volume_step must be an integer >= 1, got {self.volume_step!r}")
         if self.upscale not in UPSCALE_METHODS:
             raise ConfigurationError(f"ZoomOptions.upscale must be one of {UPSCALE_METHODS}, got {self.upscale!r}")
         if self.select not in SELECT_METHODS:
@@ -300,6 +307,21 @@ class Zoom:
                     scores[b] = ziou[k]
                     zoomed[b] = True
         return masks, scores, zoomed
+
+
+class VolumeZoom:
+    """The zoom for one volume: acts on the 1st, (1 + step)-th, ... call (slice) and passes the others through."""
+
+    def __init__(self, zoom: Zoom) -> None:
+        self.zoom = zoom
+        self.calls = 0
+
+    def __call__(self, image, boxes, masks, scores, logits=None, frame=None):
+        k = self.calls
+        self.calls += 1
+        if k % self.zoom.options.volume_step:
+            return masks, scores, np.zeros(len(boxes), dtype=bool)
+        return self.zoom(image, boxes, masks, scores, logits, frame)
 
 
 def with_options(options: ZoomOptions, **changes) -> ZoomOptions:

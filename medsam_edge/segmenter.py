@@ -17,7 +17,7 @@ from . import kernels
 from .errors import ConfigurationError, InvalidBoxError, NotReadyError
 from .models import resolve as resolve_models
 from .prompts import Frame, check_boxes_2d, check_image
-from .refine import Zoom, ZoomOptions, check_refine
+from .refine import VolumeZoom, Zoom, ZoomOptions, check_refine
 from .runtime import (
     DECODER_SHAPES,
     DEFAULT,
@@ -255,7 +255,7 @@ class Segmenter:
         with self._lock:
             return run_volume(
                 array, clipped, encode, self._decoder, strategy=strategy, cache_slices=cache_slices,
-                progress=progress, geometry=geometry, refine=self._zoom,
+                progress=progress, geometry=geometry, refine=VolumeZoom(self._zoom) if self._zoom is not None else None,
             )
 
     # -- introspection ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from medsam_edge import _kernels_py as twin
 from medsam_edge.metrics import dice
 from medsam_edge.refine import (
     ZoomOptions,
+    VolumeZoom,
     Zoom,
     boxes_in_window,
     check_refine,
@@ -118,7 +119,7 @@ def test_plan_gates_large_boxes_and_small_gains():
     (dict(scale=0.5), "scale"), (dict(min_side=0), "min_side"), (dict(min_gain=1.0), "min_gain"),
     (dict(max_box=-3), "max_box"), (dict(max_crops=0), "max_crops"), (dict(max_crops=1.5), "max_crops"),
     (dict(upscale="cubic"), "upscale"), (dict(select="best"), "select"), (dict(scale=float("nan")), "scale"),
-    (dict(margin="x"), "margin"),
+    (dict(margin="x"), "margin"), (dict(volume_step=0), "volume_step"), (dict(volume_step=True), "volume_step"),
 ])
 def test_bad_zoom_options_raise_configuration_error(bad, word):
     with pytest.raises(ConfigurationError, match=word):
@@ -190,6 +191,25 @@ def test_volume_hook_keeps_shapes_and_chooses_by_iou(zoom_wins):
             truth = np.zeros(vol.shape[1:], bool)
             truth[y0:y1, x0:x1] = vol[z, y0:y1, x0:x1] > 0
             assert dice(res.mask(i)[z], truth) > 0.8
+
+
+def test_volume_step_zooms_every_other_slice():
+    vol, boxes = _blob_volume()
+    model, zoomed = FakeModel(0.5), FakeModel(0.9)
+    active = []  # boxes decoded per slice call, in call order
+
+    def spy(image, bx, masks, scores, logits=None, frame=None):
+        active.append(len(bx))
+        return masks, scores, np.zeros(len(bx), bool)
+
+    segment_volume(vol, boxes, model.encode_slice, model.decode, refine=spy)
+    for step in (1, 2, 3):
+        hook = VolumeZoom(Zoom(ZoomOptions(max_crops=2, volume_step=step), zoomed.encode_tensor, zoomed.decode))
+        res = segment_volume(vol, boxes, model.encode_slice, model.decode, refine=hook)
+        assert hook.calls == len(active)
+        # the two blobs are far apart: one window per active box, on calls 0, step, 2 * step, ...
+        assert hook.zoom.encoded == sum(active[::step])
+        assert np.count_nonzero(res.scores == np.float32(0.9)) == sum(active[::step])
 
 
 # -- the real model ----------------------------------------------------------------------------------------------------
