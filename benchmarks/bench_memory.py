@@ -4,9 +4,8 @@ Each measurement runs in a fresh interpreter (``--child``) that records, step by
 previous step (VmHWM, reset between steps by writing 5 to ``/proc/self/clear_refs``), plus tracemalloc's peak of
 Python/NumPy allocations inside the run:
 
-  start -> import (numpy, openvino, medsam_edge) -> Segmenter() built -> warm-up (one encode + one 3-box decode:
-  OpenVINO allocates its working memory) -> volume created (int16 HU, 100 MB) -> segment_volume(window="abdomen")
-  -> result kept.
+  start -> import (openvino, medsam_edge) -> Segmenter() built -> warm-up (one encode + one 3-box decode: OpenVINO
+  allocates its working memory) -> volume loaded (int16 HU, 100 MB) -> segment_volume(window="abdomen") -> result kept.
 
 The volume is the synthetic phantom of ``bench_pipeline.py`` (three organs, 61 slices each) mapped to Hounsfield-like
 int16 values. ``--src DIR`` runs the child against another checkout of the package (e.g. a ``git worktree`` of the
@@ -26,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +62,6 @@ def child(src: str, volume_path: str, boxes_json: str, cache_slices: int | None,
         _reset_peak()
 
     mark("start")
-    import numpy as np
     import openvino  # noqa: F401
 
     import medsam_edge
@@ -76,12 +76,8 @@ def child(src: str, volume_path: str, boxes_json: str, cache_slices: int | None,
     seg.predict(np.array([[140, 90, 360, 310], [10, 10, 200, 200], [300, 300, 500, 500]]), state=state)
     del state
     mark("warm-up (1 encode + 3-box decode)")
-    u8 = np.load(volume_path, mmap_mode="r")
-    volume = np.empty(u8.shape, np.int16)
-    for z in range(u8.shape[0]):  # uint8 phantom -> HU-like int16 (-400 .. 620), slice by slice
-        volume[z] = (u8[z].astype(np.int16) - 100) * 4
-    del u8
-    mark("volume created (int16)", volume_mb=round(volume.nbytes / 2**20, 1))
+    volume = np.load(volume_path)  # the int16 volume the parent wrote: its 100 MB and nothing else
+    mark("volume loaded (int16)", volume_mb=round(volume.nbytes / 2**20, 1))
     boxes = np.asarray(json.loads(boxes_json), np.int64)
     import tracemalloc
 
@@ -154,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     srcs = [s.split("=", 1) for s in args.src] or [["current", ""]]
     work = Path(tempfile.mkdtemp(prefix="medsam_mem_"))
     vol, boxes, gt = synthetic_volume(args.depth)
-    path = work / "phantom_u8.npy"
-    np_save(path, vol)
-    del vol
+    hu = np.empty(vol.shape, np.int16)
+    for z in range(vol.shape[0]):  # uint8 phantom -> HU-like int16 (-400 .. 620)
+        hu[z] = (vol[z].astype(np.int16) - 100) * 4
+    path = work / "phantom_hu_int16.npy"
+    np_save(path, hu)
+    del vol, hu
     runs = []
     for rnd in range(args.repeats):
         for name, src in srcs:
@@ -189,8 +188,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def np_save(path: Path, array) -> None:
-    import numpy as np
-
     np.save(path, array)
 
 

@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                      ".nii.gz, .nrrd, .mha); for a folder input: the output folder (default ./segs)")
     seg.add_argument("--overlay", type=Path, help="write a PNG picture of the result (3D: a mosaic of slices)")
     seg.add_argument("--window", help="CT window for non-uint8 data: abdomen, lung, brain, mediastinum or WIDTH,LEVEL")
-    seg.add_argument("--strategy", choices=["propagate", "slicewise"], help="3D strategy (default: propagate)")
+    seg.add_argument("--strategy", choices=["propagate", "slicewise"],
+                     help="3D strategy (default: slicewise; propagate = the official loop)")
     _add_runtime_args(seg)
 
     ev = sub.add_parser("eval", help="DSC / NSD of a folder of segmentations against ground truth")

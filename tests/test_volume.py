@@ -268,3 +268,22 @@ def test_slice_converter_matches_whole_volume_conversion(dtype):
     for z in range(vol.shape[0]):
         assert np.array_equal(pct(z), whole_pct[z])
         assert np.array_equal(ct(z), whole_ct[z])
+
+
+def test_default_strategy_is_slicewise_and_reference_keeps_the_official_propagation(monkeypatch):
+    import inspect
+
+    from medsam_edge.segmenter import Segmenter
+
+    assert inspect.signature(Segmenter.__init__).parameters["volume_strategy"].default == "slicewise"
+    seen = {}
+
+    def fake_init(self, precision="fp32", **kwargs):  # no OpenVINO: only the defaults reference() passes
+        seen.update(kwargs, precision=precision)
+
+    monkeypatch.setattr(Segmenter, "__init__", fake_init)
+    Segmenter.reference()
+    assert seen["volume_strategy"] == "propagate" and seen["precision"] == "fp32"
+    seen.clear()
+    Segmenter.reference(volume_strategy="slicewise")  # an explicit choice still wins
+    assert seen["volume_strategy"] == "slicewise"
