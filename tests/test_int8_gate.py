@@ -25,15 +25,17 @@ from medsam_edge.runtime import DecoderModel, EncoderModel, Runtime, RuntimeOpti
 
 INT8_DIR = os.environ.get("MEDSAM_EDGE_INT8_MODEL_DIR") or None
 
-# Measured with the shipped pair (INT8 encoder "tr_dw0" + FP32 decoder, f32 execution) on these 207 boxes at
-# 2 threads: mean DSC 0.896, 5th percentile 0.675, 5 boxes below 0.5 (worst 0.0: an ambiguous ultrasound box).
-# NOTE: this is below the issue-3 target (mean >= 0.99 vs FP32); see calibration/README.md "Quantization". The gate
-# therefore guards against a *worse* re-quantization, with a margin for noise: mean -0.026, p5 -0.075, and at most
-# 8 (instead of 5) boxes below 0.5. A broken decoder (default-preset PTQ: p5 0.0 on val) or a bad encoder fails it.
-MEAN_DSC_MIN = 0.87
-P5_DSC_MIN = 0.60
+# Measured with the shipped pair (INT8 encoder "tr_3": TRANSFORMER PTQ with the stem and the first 1x1 expand conv
+# in float, 64 calibration images; FP32 decoder; f32 execution) on these 207 boxes at 2 threads: mean DSC 0.906,
+# 5th percentile 0.707, 3 boxes below 0.5 (the previous "tr_dw0" encoder: 0.896 / 0.675 / 5 boxes).
+# NOTE: this is below the issue-3 target (mean >= 0.99 vs FP32); see calibration/README.md "Where the error comes
+# from". The gate therefore guards against a *worse* re-quantization, with a margin for noise: mean -0.011,
+# p5 -0.027, and at most 5 (instead of 3) boxes below 0.5. The previous tr_dw0 encoder fails it (p5 0.6745, checked
+# with MEDSAM_EDGE_INT8_MODEL_DIR), and so does a broken decoder (default-preset PTQ: p5 0.0 on val).
+MEAN_DSC_MIN = 0.895
+P5_DSC_MIN = 0.68
 BOX_DSC_FLOOR = 0.5
-MAX_BOXES_BELOW_FLOOR = 8
+MAX_BOXES_BELOW_FLOOR = 5
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
