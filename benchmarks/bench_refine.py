@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "refine.json")
     ap.add_argument("--md", type=Path, default=None, help="markdown report (default: --out with .md)")
     ap.add_argument("--variant", action="append", default=[], help="name=JSON ZoomOptions fields (repeatable)")
-    ap.add_argument("--only", default="", help="substring filter on case names")
+    ap.add_argument("--only", default="", help="comma-separated substrings: run the cases whose name has one")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="combine earlier JSON runs, run nothing")
     args = ap.parse_args(argv)
@@ -229,7 +229,8 @@ def main(argv=None) -> int:
     segs = {"default": Segmenter(threads=args.threads)}
     for name, fields in variants.items():
         segs[name] = Segmenter(threads=args.threads, refine=ZoomOptions(**fields))
-    files = sorted(p for p in (args.data / "inputs").glob("*.npz") if args.only in p.name)
+    only = [part for part in args.only.split(",") if part] or [""]
+    files = sorted(p for p in (args.data / "inputs").glob("*.npz") if any(part in p.name for part in only))
     cases = [load_case(p) for p in files]
     warm = next((c for c in cases if not c["is3d"]), None)
     if warm is not None:  # compile / first-call costs out of the timings
@@ -247,6 +248,10 @@ def main(argv=None) -> int:
         msg = " ".join(f"{k} {rec[k]['mean_dsc']:.3f}/{rec[k]['mean_nsd']:.3f} {rec[k]['seconds']:.1f}s" for k in segs)
         print(f"[{time.strftime('%H:%M:%S')}] {case['name']}: {msg}", file=sys.stderr, flush=True)
         records.append(rec)
+        partial = args.out.with_suffix(".partial.json")  # survives an interrupted run
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps({"variants": variants, "threads": args.threads, "loadavg": load,
+                                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cases": records}))
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "loadavg": load, "threads": args.threads}
     print(markdown(_finish(records, variants, meta, args.out, args.md)))
     return 0

@@ -18,7 +18,9 @@ Geometry (all in original pixels, XYXY boxes, windows ``(x0, y0, x1, y1)`` with 
   the merged window still gains ``min_gain``; if more windows remain than ``max_crops``, the ones with the largest
   benefit (sum over their boxes of ``log(gain)``) are kept and the other boxes keep their full-image masks.
 
-Costs: one encoder call per window plus one decoder call per zoomed box, on top of the full-image pipeline.
+Costs: one encoder call per window plus one decoder call per zoomed box, on top of the full-image pipeline. With the
+defaults (one window per image; in 3D one window on every 2nd slice of each sweep, :class:`VolumeZoom`) the dev set
+ran at 1.5-1.7x the default pipeline's time (``benchmarks/results/refine.md``).
 """
 
 from __future__ import annotations
