@@ -38,7 +38,8 @@ IMAGES = ("MR_mni_axial_060", "MR_mni_axial_084", "MR_mni_coronal_104", "MR_mni_
 
 #: group name -> (regex over encoder module names, hook on "output" or "input")
 GROUPS: dict[str, tuple[str, str]] = {
-    "all": (r".*(\.bn|qkv|proj|fc1|fc2|norm|neck\.\d)", "output"),
+    "all": (r".*(\.c|\.bn|qkv|proj|fc1|fc2|norm|neck\.\d)", "output"),  # 118 tensors
+    "all-but-stem": (r"(?!patch_embed).*(\.c|\.bn|qkv|proj|fc1|fc2|norm|neck\.\d)", "output"),
     "input": (r"patch_embed", "input"),
     "patch_embed": (r"patch_embed\.seq\.[02]\.bn", "output"),
     "patch_embed.out": (r"patch_embed\.seq\.2\.bn", "output"),
