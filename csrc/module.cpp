@@ -352,7 +352,9 @@ py::array label_map(const py::object& masks_obj) {
     if (m.ndim() != 3) throw py::value_error("masks must be (N, H, W), got shape " + shape_str(m));
     const int64_t n = m.shape(0), h = m.shape(1), w = m.shape(2);
     if (n > 65535) throw py::value_error("at most 65535 masks fit a uint16 label map, got " + std::to_string(n));
+    check_image_size(h, w, 1, "masks");  // (also keeps the output's stride computation inside int64)
     py::array_t<uint16_t> out({static_cast<py::ssize_t>(h), static_cast<py::ssize_t>(w)});
+    if (h == 0 || w == 0) return std::move(out);  // (a (n, 2^40, 0) view would otherwise loop over 2^40 empty rows)
     uint16_t* o = out.mutable_data();
     const unsigned char* base = static_cast<const unsigned char*>(m.data());
     const int64_t s0 = m.strides(0), s1 = m.strides(1), s2 = m.strides(2);
@@ -418,10 +420,12 @@ py::object box_from_mask(const py::object& mask_obj, const py::object& margin_ob
     if (x1 < 0) return py::none();
     py::array_t<int64_t> box(4);
     int64_t* b = box.mutable_data();
-    b[0] = std::max<int64_t>(0, x0 - margin);
-    b[1] = std::max<int64_t>(0, y0 - margin);
-    b[2] = std::min<int64_t>(kTarget, x1 + margin);
-    b[3] = std::min<int64_t>(kTarget, y1 + margin);
+    // clamped to [0, 256] on both sides (a negative margin moves the sides inwards, possibly past each other)
+    auto clamp = [](int64_t v) { return std::min<int64_t>(kTarget, std::max<int64_t>(0, v)); };
+    b[0] = clamp(x0 - margin);
+    b[1] = clamp(y0 - margin);
+    b[2] = clamp(x1 + margin);
+    b[3] = clamp(y1 + margin);
     return std::move(box);
 }
 
@@ -469,9 +473,6 @@ py::array resize_area(const py::object& image_obj, const py::object& new_h_obj, 
     return std::move(out);
 }
 
-}  // namespace
-
-PYBIND11_MODULE(_native, m) {
 // ------------------------------------------------------------------------------------------------ paste_masks
 std::vector<int64_t> int_values(const py::object& obj, const char* name, int64_t n, int64_t lo, int64_t hi) {
     py::array a = to_array(obj, name);
@@ -584,6 +585,9 @@ py::tuple paste_masks(const py::object& logits_obj, const py::object& new_hw, co
     return py::make_tuple(boxes, out_crops);
 }
 
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
     m.doc() = "Native (C++) pre/post-processing kernels of medsam_edge; semantics in medsam_edge._kernels_py.";
     m.attr("TARGET") = kTarget;
     m.def("preprocess", &preprocess, py::arg("image"), py::arg("out") = py::none(),
@@ -595,8 +599,8 @@ py::tuple paste_masks(const py::object& logits_obj, const py::object& new_hw, co
           "OpenCV INTER_AREA resize of a uint8 or float32 (H, W) / (H, W, C) image.");
     m.def("box_from_mask", &box_from_mask, py::arg("mask"), py::arg("margin") = 3,
           "Next-slice box (int64 [x_min, y_min, x_max, y_max] in 256 space) from a (H, W) uint8 mask, or None.");
-}
     m.def("paste_masks", &paste_masks, py::arg("logits"), py::arg("new_hw"), py::arg("labels"), py::arg("values"),
           py::arg("marks"), py::arg("margin") = 3,
           "One 3D-loop slice: logits -> masks raised into a (H, W) uint16 label slice in place; returns ((B, 4) int64 "
           "next boxes in 256 space, -1 rows when empty; [(y0, x0, bool crop) or None per box]).");
+}

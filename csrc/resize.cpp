@@ -205,6 +205,8 @@ struct AreaGeneral {
 // Integer factors kx, ky (source = factor * destination exactly).
 // uint8: integer block sum; 2x2 blocks with 1, 3 or 4 channels give (sum + 2) >> 2, every other case
 //        round_half_even(float(sum) * (1.f / (kx * ky))). Sums are exact, so rows are added first, then columns.
+//        Sums of blocks taller than 257 rows are kept in 64 bits (cv2 5.0's int sum wraps past 2^31, e.g. a
+//        8192 x 8192 image of 255 resized to 2 x 2 gives 0 there; here it gives 255).
 struct AreaFastU8 {
     int cn, dw, kx, ky;
 
@@ -225,10 +227,10 @@ struct AreaFastU8 {
         const int n = dw * cn, sn = n * kx;
         src.reserve_slots(2);
         const bool half_up = kx == 2 && ky == 2 && (cn == 1 || cn == 3 || cn == 4);
-        const float scale = 1.0f / static_cast<float>(kx * ky);
+        const float scale = 1.0f / static_cast<float>(static_cast<int64_t>(kx) * ky);
         // column sums of the block rows: uint16 holds up to 257 rows of 255
         std::vector<uint16_t> colsum16(static_cast<size_t>(sn));
-        std::vector<int32_t> colsum32(ky > 257 ? static_cast<size_t>(sn) : 0);
+        std::vector<int64_t> colsum64(ky > 257 ? static_cast<size_t>(sn) : 0);
         for (int dy = y0; dy < y1; ++dy) {
             uint8_t* out = dst + static_cast<size_t>(dy) * n;
             const int64_t sy = static_cast<int64_t>(dy) * ky;
@@ -244,15 +246,15 @@ struct AreaFastU8 {
             if (ky <= 257)
                 block_rows(src, sy, ky, sn, colsum16.data());
             else
-                block_rows(src, sy, ky, sn, colsum32.data());
+                block_rows(src, sy, ky, sn, colsum64.data());
             for (int x = 0; x < dw; ++x) {
                 for (int c = 0; c < cn; ++c) {
-                    int32_t sum = 0;
+                    int64_t sum = 0;
                     const int base = x * kx * cn + c;
                     if (ky <= 257)
                         for (int j = 0; j < kx; ++j) sum += colsum16[static_cast<size_t>(base + j * cn)];
                     else
-                        for (int j = 0; j < kx; ++j) sum += colsum32[static_cast<size_t>(base + j * cn)];
+                        for (int j = 0; j < kx; ++j) sum += colsum64[static_cast<size_t>(base + j * cn)];
                     out[x * cn + c] = half_up ? static_cast<uint8_t>((sum + 2) >> 2) : sat_u8(static_cast<float>(sum) * scale);
                 }
             }
@@ -263,10 +265,48 @@ struct AreaFastU8 {
 // float32: the block's elements are visited row by row; sum += ((e0 + e1) + e2) + e3 per group of four, then one by
 // one, and the result is sum * (1.f / (kx * ky)). For 2x2 blocks with 1 or 4 channels the first
 // floor(dw * cn / 4) * 4 elements of each row use ((a + b) + (c + d)) * 0.25f instead (a, b: top pair).
+// Blocks of more than kMaxTable elements (only from huge sources, e.g. broadcast views) are summed row by row in the
+// same order, keeping one block row at a time instead of ky rows and kx * ky index tables.
 struct AreaFastF32 {
     int cn, dw, kx, ky;
+    static constexpr int64_t kMaxTable = int64_t(1) << 16;
+
+    void rows_streaming(RowSource<float>& src, int y0, int y1, float* dst) const {
+        const int cn = this->cn, dw = this->dw, kx = this->kx, ky = this->ky;
+        const int n = dw * cn;
+        const int64_t area = static_cast<int64_t>(kx) * ky;
+        const int64_t grouped = (area / 4) * 4;  // elements summed in groups of four; the rest one by one
+        const float scale = 1.0f / static_cast<float>(area);
+        src.reserve_slots(1);
+        std::vector<float> sum(static_cast<size_t>(n)), group(static_cast<size_t>(n));
+        for (int dy = y0; dy < y1; ++dy) {
+            std::fill(sum.begin(), sum.end(), 0.0f);
+            int64_t k = 0;
+            for (int i = 0; i < ky; ++i) {
+                const float* r = src.row(static_cast<int64_t>(dy) * ky + i, 0);
+                for (int j = 0; j < kx; ++j, ++k) {
+                    const int q = static_cast<int>(k & 3);
+                    for (int e = 0; e < n; ++e) {
+                        const int x = e / cn, c = e - x * cn;
+                        const float v = r[static_cast<size_t>(x) * kx * cn + static_cast<size_t>(j) * cn + c];
+                        if (k >= grouped)
+                            sum[static_cast<size_t>(e)] = sum[static_cast<size_t>(e)] + v;
+                        else if (q == 0)
+                            group[static_cast<size_t>(e)] = v;
+                        else if (q < 3)
+                            group[static_cast<size_t>(e)] = group[static_cast<size_t>(e)] + v;
+                        else
+                            sum[static_cast<size_t>(e)] = sum[static_cast<size_t>(e)] + (group[static_cast<size_t>(e)] + v);
+                    }
+                }
+            }
+            float* out = dst + static_cast<size_t>(dy) * n;
+            for (int e = 0; e < n; ++e) out[e] = sum[static_cast<size_t>(e)] * scale;
+        }
+    }
 
     void rows(RowSource<float>& src, int y0, int y1, float* dst) const {
+        if (static_cast<int64_t>(kx) * ky > kMaxTable) return rows_streaming(src, y0, y1, dst);
         const int cn = this->cn, dw = this->dw, kx = this->kx, ky = this->ky;
         const int n = dw * cn;
         const int area = kx * ky;

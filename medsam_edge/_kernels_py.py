@@ -111,7 +111,8 @@ def box_from_mask(mask: np.ndarray, margin: int = 3) -> np.ndarray | None:
 
     ``mask`` is the previous slice's (H, W) uint8 mask holding the box's label value (the reference resizes the
     label image itself, so the value matters for INTER_AREA rounding). It is resized with the longest-side rule,
-    padded to 256; the tight box of pixels > 0 is widened by ``margin`` on each side and clamped to [0, 256].
+    padded to 256; the tight box of pixels > 0 is widened by ``margin`` on each side and each coordinate is clamped
+    to [0, 256].
     Returns int64 [x_min, y_min, x_max, y_max] or None when the resized mask is empty.
     """
     h, w = mask.shape
@@ -120,10 +121,13 @@ def box_from_mask(mask: np.ndarray, margin: int = 3) -> np.ndarray | None:
     ys, xs = np.nonzero(small > 0)
     if ys.size == 0:
         return None
-    x_min = max(0, int(xs.min()) - margin)
-    x_max = min(TARGET, int(xs.max()) + margin)
-    y_min = max(0, int(ys.min()) - margin)
-    y_max = min(TARGET, int(ys.max()) + margin)
+    def clamp(v: int) -> int:  # both sides: a negative margin moves the sides inwards
+        return min(TARGET, max(0, v))
+
+    x_min = clamp(int(xs.min()) - margin)
+    x_max = clamp(int(xs.max()) + margin)
+    y_min = clamp(int(ys.min()) - margin)
+    y_max = clamp(int(ys.max()) + margin)
     return np.array([x_min, y_min, x_max, y_max], dtype=np.int64)
 
 

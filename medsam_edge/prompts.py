@@ -66,9 +66,12 @@ def check_image(image, name: str = "image") -> np.ndarray:
 def as_boxes(boxes, ncols: int = 4, name: str = "boxes") -> np.ndarray:
     """Any array-like -> float64 (N, ncols); (ncols,) becomes (1, ncols); (0,) or (0, ncols) is allowed."""
     try:
-        arr = np.array(boxes, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+        complex_values = np.iscomplexobj(boxes)
+        arr = None if complex_values else np.array(boxes, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:  # (OverflowError: an int beyond float64, e.g. 10**400)
         raise InvalidBoxError(f"{name} must be numbers shaped (N, {ncols}), could not convert: {exc}") from exc
+    if complex_values:
+        raise InvalidBoxError(f"{name} must be real numbers shaped (N, {ncols}), got complex values")
     if arr.ndim == 1 and arr.shape[0] in (0, ncols):
         arr = arr.reshape(-1, ncols)
     if arr.ndim != 2 or arr.shape[1] != ncols:

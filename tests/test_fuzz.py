@@ -1,0 +1,119 @@
+"""Short fuzz run of every native kernel (fuzz/fuzz_kernels.py, seeded random bytes, no atheris, no sanitizer) and
+regression tests for the bugs the long sanitizer run found (fuzz/README.md, benchmarks/results/fuzz.json).
+
+MEDSAM_FUZZ_NATIVE=<path of a _native*.so> runs these against another build (e.g. build/asan/, with the sanitizer
+runtime in LD_PRELOAD) instead of the installed one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsam_edge import _kernels_py as twin
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "fuzz"))
+
+import fuzz_kernels  # noqa: E402
+
+NATIVE_PATH = os.environ.get("MEDSAM_FUZZ_NATIVE")
+try:
+    native = fuzz_kernels.load_native(NATIVE_PATH)
+except ImportError:  # pragma: no cover - only without a compiled extension
+    native = None
+
+needs_native = pytest.mark.skipif(native is None, reason="medsam_edge._native is not built")
+SHORT_RUNS = 1500  # per kernel (capped at 6 s each); about 1-4 s each with the twin comparison
+
+
+@needs_native
+@pytest.mark.parametrize("kernel", fuzz_kernels.KERNELS)
+def test_short_fuzz_run(kernel):
+    runner = fuzz_kernels.Runner(native, kernel, differential=True)
+    fuzz_kernels.run_random(runner, SHORT_RUNS, seed=20261127, max_seconds=6)
+    assert runner.execs >= 200, runner.execs
+    # the generator must reach the kernels' work, not only their argument checks
+    assert runner.accepted >= runner.execs // 10, (runner.accepted, runner.rejected)
+
+
+def test_harness_flags_a_broken_kernel():
+    """The harness is able to fail: a kernel returning the wrong shape or raising the wrong type is a finding."""
+
+    class Broken:
+        @staticmethod
+        def label_map(masks):
+            return np.zeros((1, 1), np.uint16)
+
+        @staticmethod
+        def box_from_mask(mask, margin=3):
+            raise RuntimeError("boom")
+
+    with pytest.raises(fuzz_kernels.Finding):
+        fuzz_kernels.run_random(fuzz_kernels.Runner(Broken, "label_map", False), 200, seed=1)
+    with pytest.raises(fuzz_kernels.Finding):
+        fuzz_kernels.run_random(fuzz_kernels.Runner(Broken, "box_from_mask", False), 200, seed=1)
+
+
+# ---------------------------------------------------------------------------------------------------- regressions
+@needs_native
+def test_resize_area_uint8_block_sum_does_not_wrap():
+    # blocks of 4096 x 4096 pixels of 255 sum past 2^31 (UBSan: signed overflow; cv2 5.0 itself returns 0 here)
+    img = np.broadcast_to(np.uint8(255), (8192, 8192))
+    np.testing.assert_array_equal(native.resize_area(img, 2, 2), np.full((2, 2), 255, np.uint8))
+    img = np.broadcast_to(np.uint8(200), (4096 * 3, 4096 * 3))
+    np.testing.assert_array_equal(native.resize_area(img, 3, 3), np.full((3, 3), 200, np.uint8))
+
+
+@needs_native
+@pytest.mark.parametrize("src_hw,dst_hw,cn", [((512, 512), (1, 1), 0), ((600, 900), (2, 3), 0), ((520, 780), (2, 3), 3)])
+def test_resize_area_float32_large_blocks_match_cv2(src_hw, dst_hw, cn):
+    # blocks of more than 2^16 pixels take the streaming sum (no kx*ky tables, one block row at a time; before, a
+    # huge broadcast source overflowed int kx*ky and allocated ky full rows); the summation order is unchanged
+    rng = np.random.default_rng(5)
+    shape = src_hw + ((cn,) if cn else ())
+    img = rng.standard_normal(shape).astype(np.float32) * 100
+    got = native.resize_area(img, *dst_hw)
+    want = twin.resize_area(img, *dst_hw)
+    np.testing.assert_array_equal(got, want)
+    got_rev = native.resize_area(img[::-1, ::-1], *dst_hw)
+    np.testing.assert_array_equal(got_rev, twin.resize_area(np.ascontiguousarray(img[::-1, ::-1]), *dst_hw))
+
+
+@needs_native
+def test_label_map_empty_rows_return_at_once():
+    # (n, H, 0) masks used to loop over n * H empty rows: a (65535, 2^24, 0) view took hours
+    code = (
+        "import sys, numpy as np\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import fuzz_kernels\n"
+        "n = fuzz_kernels.load_native(sys.argv[2] or None)\n"
+        "out = n.label_map(np.broadcast_to(np.zeros((1, 1, 1), bool), (65535, 1 << 24, 0)))\n"
+        "assert out.shape == (1 << 24, 0) and out.dtype == np.uint16\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(ROOT / "fuzz"), NATIVE_PATH or ""], check=True, timeout=60)
+
+
+@needs_native
+def test_label_map_rejects_sides_past_the_limit():
+    # a (1, 2^62, 0) view made the output's stride computation overflow int64 (UBSan, inside pybind11)
+    masks = np.zeros((1, 1 << 62, 0), bool)
+    with pytest.raises(ValueError, match="masks"):
+        native.label_map(masks)
+
+
+@needs_native
+@pytest.mark.parametrize("margin", [-(1 << 31), -300, -3, 0, 3, 300, 1 << 31])
+def test_box_from_mask_coordinates_stay_in_0_256(margin):
+    mask = np.zeros((100, 120), np.uint8)
+    mask[30:60, 40:90] = 1
+    got = native.box_from_mask(mask, margin)
+    want = twin.box_from_mask(mask, margin)
+    np.testing.assert_array_equal(got, want)
+    assert got.min() >= 0 and got.max() <= 256
