@@ -458,6 +458,7 @@ class Runner:
         self.execs = 0
         self.accepted = 0
         self.rejected: dict[str, int] = {}
+        self.progress = None  # called every 1000 executions (atheris ends the process without atexit)
 
     def one(self, data: bytes) -> None:
         src = Source(data)
@@ -466,6 +467,8 @@ class Runner:
         except (ValueError, OverflowError, MemoryError):  # numpy refused to build the input (not the kernel's business)
             return
         self.execs += 1
+        if self.progress is not None and self.execs % 1000 == 0:
+            self.progress()
         if TRACE:
             print(self.kernel, describe(args), file=sys.stderr, flush=True)
         try:
@@ -550,6 +553,7 @@ def main(argv=None) -> int:
         import atexit
 
         atexit.register(report)
+        runner.progress = report
         fuzz_argv = [sys.argv[0], f"-runs={args.runs}", f"-seed={args.seed or 1}", "-max_len=256", *rest]
         if args.corpus:
             os.makedirs(args.corpus, exist_ok=True)

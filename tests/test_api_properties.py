@@ -115,10 +115,14 @@ def test_any_image_is_checked_before_the_model(seg, image):
 @CHEAP
 @given(b=boxes())
 def test_any_boxes_are_checked_before_the_model(seg, b):
-    """A constant image fails validation first whatever the boxes; a valid image with bad boxes names the boxes."""
-    with pytest.raises(Exception) as info:
-        seg(np.zeros((20, 30), np.uint8), b)
-    _names_argument(info.value, "image")
+    """Any boxes (plus a zero-width row when they are well formed, so the encoder never runs) on a valid image: the
+    error names the boxes."""
+    image = np.arange(20 * 30, dtype=np.uint8).reshape(20, 30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(Exception) as info:
+            seg(image, _with_bad_row(b, 4))
+    _names_argument(info.value, "boxes")
 
 
 # ------------------------------------------------------------------------------------------------- decoder
@@ -177,34 +181,33 @@ def test_full_call_on_tiny_images(seg, image, data):
 @CHEAP
 @given(volume=images(ndims=(0, 1, 2, 3, 4)), b=boxes(ncols=6))
 def test_any_volume_and_boxes_are_checked(seg, volume, b):
-    """Any volume with 3D boxes: either an error naming the volume / boxes, or (tiny valid inputs) a label map of
-    the volume's shape. Volumes that would run the model are replaced by a box that is always rejected."""
+    """Any volume with any 3D boxes (plus a zero-width row when they are well formed, so the encoder never runs),
+    then with only a zero-width box: each call raises an error naming the volume or the boxes."""
     bad_box = [[1, 1, 0, 1, 5, 0]]  # zero width
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for bx in (b, bad_box):
             try:
                 # only the checks: a zero-width box is appended, so a valid volume never reaches the encoder
-                arr = np.asarray(bx, dtype=object) if not isinstance(bx, np.ndarray) else bx
                 use = bx if bx is bad_box else _with_bad_row(bx)
                 seg.segment_volume(volume, use)
             except Exception as err:  # noqa: BLE001
                 _names_argument(err, "volume", "boxes")
             else:
                 raise AssertionError(f"no error for boxes {use!r}")
-            del arr
 
 
-def _with_bad_row(b):
-    """b plus a zero-width box when b is a list of 6-number rows (so the call must fail); b itself otherwise."""
-    if isinstance(b, list) and b and all(isinstance(r, list) and len(r) == 6 for r in b):
-        return b + [[1, 1, 0, 1, 5, 0]]
-    if isinstance(b, list) and len(b) == 6 and all(not isinstance(v, list) for v in b):
-        return [b, [1, 1, 0, 1, 5, 0]]
+def _with_bad_row(b, ncols=6):
+    """b plus a zero-width box when b is well formed (so the call must fail); b itself otherwise."""
+    bad = [1, 1, 0, 1, 5, 0] if ncols == 6 else [1, 1, 1, 5]
+    if isinstance(b, list) and b and all(isinstance(r, list) and len(r) == ncols for r in b):
+        return b + [bad]
+    if isinstance(b, list) and len(b) == ncols and all(not isinstance(v, list) for v in b):
+        return [b, bad]
     if isinstance(b, list) and not b:
-        return [[1, 1, 0, 1, 5, 0]]
+        return [bad]
     if isinstance(b, np.ndarray) and b.size == 0:
-        return [[1, 1, 0, 1, 5, 0]]
+        return [bad]
     return b
 
 
