@@ -378,10 +378,12 @@ def _cases_resize_area(src: Source):
     nh = src.pick([src.int(1, 64), src.int(1, 600), _side(src)])
     nw = src.pick([src.int(1, 64), src.int(1, 600), _side(src)])
     cn = dims[2] if nd == 3 else 1
-    allsides = dims[:2] + [nh, nw]
-    if nd >= 2 and 0 not in dims and max(allsides) <= MAX_SIDE:
-        d = _shrink(dims[:2] + [nh, nw], lambda d: (d[0] * d[1] + d[2] * d[3]) * max(cn, 1))
-        dims[:2], nh, nw = d[:2], d[2], d[3]
+    if nd >= 2 and 0 not in dims and max(dims) <= MAX_SIDE:
+        # the source alone first: nh / nw may be replaced by accepted odd values (True, 1) below
+        dims[:2] = _shrink(dims[:2], lambda d: d[0] * d[1] * max(cn, 1))
+        if max(nh, nw) <= MAX_SIDE:
+            d = _shrink(dims[:2] + [nh, nw], lambda d: (d[0] * d[1] + d[2] * d[3]) * max(cn, 1))
+            dims[:2], nh, nw = d[:2], d[2], d[3]
     dtype = _array_dtype(src, [np.uint8, np.float32, np.uint8, np.float32, np.dtype(">f4")])
     image, nice = make_array(src, tuple(dims), dtype)
     return (image, weird_int(src, nh), weird_int(src, nw)), {"nice": nice}
