@@ -282,4 +282,6 @@ class Segmenter:
             "encoder": str(self.models.encoder_xml),
             "decoder": str(self.models.decoder_xml),
             "kernels": kernels.BACKEND,
+            "volume_strategy": self.volume_strategy,
+            "refine": None if self.refine is None else repr(self.refine),
         }

@@ -213,4 +213,5 @@ def test_info(seg):
     assert info["precision"] == "fp32" and info["device"] == "CPU"
     assert "f32" in info["execution_precision"].lower()
     assert info["kernels"] in ("native", "numpy")
+    assert info["volume_strategy"] == "slicewise" and info["refine"] is None
     assert medsam_edge.__version__
