@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline import _run_sampled  # noqa: E402  (same directory; imports no torch)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -101,31 +104,6 @@ def child(src: str, volume_path: str, boxes_json: str, cache_slices: int | None,
     return {"src": src, "peak_rss_mb": peak, "peak_resettable": can_reset, "steps": steps,
             "label_voxels": voxels[1:].tolist(), "kernels": kernels.BACKEND,
             "strategy": result.strategy, "volume_shape": list(volume.shape)}
-
-
-def _run_sampled(cmd: list[str], period: float = 0.01) -> tuple[int, str, str, float]:
-    """Run ``cmd`` while polling its VmRSS from outside (catches spikes VmHWM could miss after a reset)."""
-    import threading
-
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0]
-    status = Path(f"/proc/{proc.pid}/status")
-
-    def poll() -> None:
-        while proc.poll() is None:
-            try:
-                for line in status.read_text().splitlines():
-                    if line.startswith("VmRSS"):
-                        peak[0] = max(peak[0], int(line.split()[1]))
-            except (OSError, ValueError, IndexError):
-                pass
-            time.sleep(period)
-
-    watcher = threading.Thread(target=poll, daemon=True)
-    watcher.start()
-    stdout, stderr = proc.communicate()
-    watcher.join(timeout=1)
-    return proc.returncode, stdout, stderr, round(peak[0] / 1024, 1)
 
 
 def main(argv: list[str] | None = None) -> int:

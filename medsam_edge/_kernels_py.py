@@ -162,7 +162,13 @@ def paste_masks(
     logits = np.asarray(logits, dtype=np.float32)
     if logits.ndim == 4:
         logits = logits[:, 0]
-    masks = postprocess(logits, new_hw, labels.shape)
+    return paste_bool_masks(postprocess(logits, new_hw, labels.shape), labels, values, marks, margin)
+
+
+def paste_bool_masks(
+    masks: np.ndarray, labels: np.ndarray, values: np.ndarray, marks: np.ndarray, margin: int = 3
+) -> tuple[np.ndarray, list]:
+    """:func:`paste_masks` after the upsampling: ``masks`` (B, H, W) bool at the label slice's size."""
     next_boxes = np.full((len(masks), 4), -1, dtype=np.int64)
     crops: list = []
     for k, mask in enumerate(masks):

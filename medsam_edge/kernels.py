@@ -12,6 +12,9 @@ from . import _kernels_py as _py
 
 TARGET = _py.TARGET
 resized_shape = _py.resized_shape
+# paste_masks for masks already at full resolution (the ROI-zoom path): NumPy only, its box rule is the twin's
+# box_from_mask (bit-exact with the native one, tests/test_kernels.py)
+paste_bool_masks = _py.paste_bool_masks
 
 _FORCE_PY = os.environ.get("MEDSAM_EDGE_PURE_PYTHON", "").strip().lower() not in ("", "0", "false", "no")
 
@@ -49,4 +52,5 @@ __all__ = [
     "resize_area",
     "box_from_mask",
     "paste_masks",
+    "paste_bool_masks",
 ]

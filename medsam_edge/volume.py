@@ -168,21 +168,7 @@ class VolumeResult:
 
 def _paste_bool_masks(masks: np.ndarray, labels: np.ndarray, values: np.ndarray, marks: np.ndarray):
     """:func:`medsam_edge.kernels.paste_masks` for masks that are already full-resolution bool (the refine path)."""
-    next_boxes = np.full((len(masks), 4), -1, dtype=np.int64)
-    crops: list = []
-    for k, m in enumerate(masks):
-        labels[m] = np.maximum(labels[m], np.uint16(values[k]))
-        rows = np.flatnonzero(m.any(axis=1))
-        if rows.size == 0:
-            crops.append(None)
-            continue
-        cols = np.flatnonzero(m.any(axis=0))
-        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        crops.append((y0, x0, m[y0:y1, x0:x1].copy()))
-        box = kernels.box_from_mask(m.astype(np.uint8) * np.uint8(marks[k]), 3)
-        if box is not None:
-            next_boxes[k] = box
-    return next_boxes, crops
+    return kernels.paste_bool_masks(masks, labels, values, marks, 3)
 
 
 class _Embeddings:
