@@ -261,6 +261,15 @@ def pipeline_configs() -> dict[str, tuple[str, str] | None]:
             "int8": ("int8", "propagate"), "int8_slicewise": ("int8", "slicewise")}
 
 
+def alias_target(alias: str, target: str, is_3d: bool) -> str:
+    """The pipeline whose numbers ``alias`` copies on one case: on a 2D image the slice strategy plays no part, so
+    an alias of a 3D-only ``*_slicewise`` pipeline (e.g. ``default`` when the default strategy is slicewise) copies
+    the same configuration's 2D pipeline (``reference_slicewise`` -> ``reference``)."""
+    if not is_3d and alias not in ONLY_3D and target in ONLY_3D:
+        return target[: -len("_slicewise")]
+    return target
+
+
 def find_aliases(keys) -> dict[str, str]:
     """{key: earlier key with the same configuration} (reference keys first, so they are the ones that run)."""
     configs = pipeline_configs()
@@ -418,6 +427,7 @@ def run_accuracy(samples, pipelines: dict, official_cases: list[str], aliases: d
             rec["results"][key] = {"time_s": round(wall, 4), "cpu_s": round(cpu, 3),
                                    "dsc": round(scores.mean_dsc, 5), "nsd": round(scores.mean_nsd, 5)}
         for alias, target in aliases.items():
+            target = alias_target(alias, target, s.is_3d)
             if target in rec["results"] and not (alias in ONLY_3D and not s.is_3d):
                 rec["results"][alias] = dict(rec["results"][target], alias_of=target)
                 maps[alias] = maps[target]

@@ -242,7 +242,7 @@ def make_chart(pipe: dict, path: Path) -> Path | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib missing: pip install -e ".[bench]" for the chart", file=sys.stderr)
+        print('matplotlib missing: pip install -e ".[bench]" for the chart', file=sys.stderr)
         return None
     summ = pipe.get("summary", {})
     panels = []

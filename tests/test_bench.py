@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from medsam_edge import bench
@@ -44,3 +45,28 @@ def test_bench_does_not_import_torch():
     code = "import sys, medsam_edge.bench; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_benchmark_scripts_compile():
+    """Every script in benchmarks/ and calibration/ parses (they are not imported by the other tests)."""
+    import py_compile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = sorted([*root.glob("benchmarks/*.py"), *root.glob("calibration/*.py"), *root.glob("fuzz/*.py")])
+    assert len(scripts) >= 8
+    for path in scripts:
+        py_compile.compile(str(path), doraise=True, cfile=os.devnull)
+
+
+def test_default_alias_on_2d_cases_is_the_2d_pipeline():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_pipeline as B
+
+    assert B.alias_target("default", "reference_slicewise", is_3d=False) == "reference"
+    assert B.alias_target("default", "reference_slicewise", is_3d=True) == "reference_slicewise"
+    assert B.alias_target("default", "reference", is_3d=False) == "reference"
+    assert B.alias_target("default_slicewise", "reference_slicewise", is_3d=False) == "reference_slicewise"
