@@ -48,15 +48,7 @@ def seed_of(*parts) -> int:
     return zlib.crc32(repr(parts).encode())
 
 
-@pytest.fixture
-def ipp_off():
-    """OpenCV's own resize code instead of IPP (float32 INTER_LINEAR goes through IPP by default)."""
-    before = cv2.ipp.useIPP()
-    cv2.ipp.setUseIPP(False)
-    try:
-        yield
-    finally:
-        cv2.ipp.setUseIPP(before)
+# ipp_off: tests/conftest.py
 
 
 def make_image(rng: np.random.Generator, shape: tuple[int, ...], dtype, kind: str = "random") -> np.ndarray:

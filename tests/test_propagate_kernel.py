@@ -23,14 +23,7 @@ needs_native = pytest.mark.skipif(native is None or not hasattr(native, "paste_m
                                   reason="medsam_edge._native.paste_masks is not built")
 
 
-@pytest.fixture(autouse=True)
-def ipp_off():
-    before = cv2.ipp.useIPP()
-    cv2.ipp.setUseIPP(False)
-    try:
-        yield
-    finally:
-        cv2.ipp.setUseIPP(before)
+pytestmark = pytest.mark.usefixtures("ipp_off")  # tests/conftest.py
 
 
 def smooth_logits(rng, b, offset=0.0, cells=12):
