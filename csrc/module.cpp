@@ -530,8 +530,8 @@ py::tuple paste_masks(const py::object& logits_obj, const py::object& new_hw, co
     const auto box_hw = resized_shape(H, W);
     if (box_hw.first < 1 || box_hw.second < 1)
         throw py::value_error("labels of shape " + shape_str(lab) + " are too elongated: the short side would resize to 0");
-    const std::vector<int64_t> values = int_values(values_obj, "values", b, 0, 65535);
-    const std::vector<int64_t> marks = int_values(marks_obj, "marks", b, 0, 255);
+    const std::vector<int64_t> values = int_values(values_obj, "values", b, 1, 65535);
+    const std::vector<int64_t> marks = int_values(marks_obj, "marks", b, 1, 255);
     const int64_t margin = to_index(margin_obj, "margin");
     if (margin > (int64_t(1) << 40) || margin < -(int64_t(1) << 40)) throw py::value_error("margin is out of range");
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-KERNELS = ("preprocess", "postprocess", "label_map", "resize_area", "box_from_mask")
+KERNELS = ("preprocess", "postprocess", "label_map", "resize_area", "box_from_mask", "paste_masks")
 MAX_SIDE = 1 << 24  # the native kernels' own size limit (csrc/module.cpp kMaxSide)
 WORK_CAP = 1 << 16  # elements read or written per accepted call
 ALLOWED = (TypeError, ValueError, OverflowError)
@@ -430,6 +430,116 @@ def _check_box_from_mask(native, twin, args, res, meta, differential):
         want = twin.box_from_mask(np.asarray(mask), int(margin))
         if (want is None) != (res is None) or (want is not None and not np.array_equal(want, res)):
             raise Finding(f"box_from_mask {res} != twin {want}")
+
+
+def _labels_slice(src: Source, h: int, w: int):
+    """The (H, W) uint16 label slice paste_masks writes into, in any layout; sometimes the wrong thing."""
+    r = src.int(0, 15)
+    if r == 0:  # a slice of a (z, y, x) label volume, as the 3D loop passes it
+        vol = np.zeros((3, h, w), np.uint16)
+        return vol[src.int(0, 2)]
+    if r == 1:  # strided / reversed views
+        big = np.zeros((h * 2, w * 2), np.uint16)
+        return src.pick([big[::2, ::2], big[::-2, ::2], big[:h, ::-1][:, :w], big[::2, :w].T[:w, :h].T])
+    if r == 2:  # transposed (Fortran order)
+        return np.zeros((w, h), np.uint16).T
+    if r == 3:
+        bad = np.zeros((h, w), src.pick([np.int16, np.uint8, np.float32, np.dtype(">u2"), np.uint32, np.bool_]))
+        return bad
+    if r == 4:
+        ro = np.zeros((h, w), np.uint16)
+        ro.setflags(write=False)
+        return ro
+    if r == 5:  # unaligned
+        buf = np.zeros(h * w * 2 + 1, np.uint8)
+        return buf[1:].view(np.uint16).reshape(h, w) if h * w else np.zeros((h, w), np.uint16)
+    if r == 6:
+        return src.pick([None, [[0]], np.zeros((h, w, 1), np.uint16), np.zeros((w,), np.uint16),
+                         np.broadcast_to(np.zeros(1, np.uint16), (h, w)), np.zeros((0, w), np.uint16)])
+    if r == 7:  # prefilled labels (the max rule must keep larger existing values)
+        rng = np.random.default_rng(int.from_bytes(src.bytes(4), "little"))
+        return rng.integers(0, 6, (h, w)).astype(np.uint16)
+    return np.zeros((h, w), np.uint16)
+
+
+def _int_vector(src: Source, n: int, lo: int, hi: int):
+    r = src.int(0, 11)
+    if r < 7:  # valid: 1..hi, in an integer dtype that holds hi
+        dt = src.pick([np.int64, np.int32, np.uint16] + ([np.uint8] if hi <= 255 else []))
+        return ((np.arange(n) % hi) + 1).astype(dt)
+    if r == 7:  # wrong length
+        return np.ones(n + src.pick([1, -1, 5]) if n else 1, np.int64)
+    if r == 8:  # out of range
+        return np.full(n, src.pick([-1, hi + 1, 1 << 40, -(1 << 63)]), np.int64)
+    if r == 9:
+        return src.pick([np.ones(n, np.float64), None, "ab", [1] * n, np.ones((n, 1), np.int64), np.ones(n, bool)])
+    if r == 10:
+        return np.broadcast_to(np.int64(1), (n,))
+    return np.array([src.int(lo, hi) for _ in range(n)], dtype=np.int64)
+
+
+def _cases_paste_masks(src: Source):
+    nd = src.pick([3, 3, 4, 2])
+    b = src.pick([0, 1, 1, 2, 3, 5, src.int(0, 300)])
+    lh = src.pick([256, 256, src.int(0, 300), _side(src, allow_huge=False)])
+    lw = src.pick([256, 256, src.int(0, 300), _side(src, allow_huge=False)])
+    h = src.pick([src.int(1, 64), src.int(1, 300), _side(src, allow_huge=False), 1])
+    w = src.pick([src.int(1, 64), src.int(1, 300), _side(src, allow_huge=False), 1])
+    b, lh, lw = _shrink([b, lh, lw], lambda d: d[0] * d[1] * d[2], limit=1 << 62)
+    b, h, w = _shrink([b, h, w], lambda d: d[0] * (d[1] * d[2] + lh * lw))
+    nh = src.int(1, lh) if lh else src.int(0, 3)
+    nw = src.int(1, lw) if lw else src.int(0, 3)
+    shape = {3: (b, lh, lw), 4: (b, src.pick([1, 1, 2, 0]), lh, lw), 2: (lh, lw)}[nd]
+    dtype = _array_dtype(src, [np.float32, np.float32, np.float32, np.float64, np.float16, np.int32])
+    logits, nice = make_array(src, shape, dtype)
+    labels = _labels_slice(src, h, w)
+    values = _int_vector(src, b, 0, 65535)
+    marks = _int_vector(src, b, 0, 255)
+    margin = weird_int(src, src.pick([3, 0, 1, 10, -3, 300]))
+    before = labels.copy() if isinstance(labels, np.ndarray) else None
+    return (logits, weird_pair(src, (nh, nw)), labels, values, marks, margin), {"nice": nice, "before": before}
+
+
+def _check_paste_masks(native, twin, args, res, meta, differential):
+    logits, new_hw, labels, values, marks, margin = args
+    b = logits.shape[0]
+    if not (isinstance(res, tuple) and len(res) == 2):
+        raise Finding(f"paste_masks returned {type(res)}")
+    boxes, crops = res
+    if not isinstance(boxes, np.ndarray) or boxes.shape != (b, 4) or boxes.dtype != np.int64:
+        raise Finding(f"paste_masks boxes {getattr(boxes, 'shape', boxes)}")
+    if not isinstance(crops, list) or len(crops) != b:
+        raise Finding(f"paste_masks crops {type(crops)} of length {len(crops) if hasattr(crops, '__len__') else '?'}")
+    for row in boxes:
+        if not ((row == -1).all() or (row.min() >= 0 and row.max() <= 256)):
+            raise Finding(f"paste_masks next box {row} is neither -1s nor inside [0, 256]")
+    h, w = labels.shape
+    for c in crops:
+        if c is None:
+            continue
+        y0, x0, m = c
+        if m.dtype != np.bool_ or m.ndim != 2 or y0 < 0 or x0 < 0 or y0 + m.shape[0] > h or x0 + m.shape[1] > w:
+            raise Finding(f"paste_masks crop at {(y0, x0)} of shape {m.shape} outside {(h, w)}")
+    if meta["before"] is not None and (labels < meta["before"]).any():
+        raise Finding("paste_masks lowered a label (the rule is max(label, value))")
+    if differential and meta["nice"] and logits.dtype == np.float32 and b * h * w <= 1 << 16:
+        import cv2
+
+        want_labels = meta["before"].copy()
+        before = cv2.ipp.useIPP()
+        cv2.ipp.setUseIPP(False)
+        try:
+            want_boxes, want_crops = twin.paste_masks(np.asarray(logits), (int(new_hw[0]), int(new_hw[1])), want_labels,
+                                                      np.asarray(values), np.asarray(marks), int(margin))
+        finally:
+            cv2.ipp.setUseIPP(before)
+        if not np.array_equal(labels, want_labels):
+            raise Finding(f"paste_masks labels differ from the twin in {int((labels != want_labels).sum())} pixels")
+        if not np.array_equal(boxes, want_boxes):
+            raise Finding(f"paste_masks boxes {boxes.tolist()} != twin {want_boxes.tolist()}")
+        for c, t in zip(crops, want_crops):
+            if (c is None) != (t is None) or (c is not None and (c[:2] != t[:2] or not np.array_equal(c[2], t[2]))):
+                raise Finding("paste_masks crops differ from the twin")
 
 
 CASES = {k: globals()[f"_cases_{k}"] for k in KERNELS}

@@ -32,7 +32,7 @@ one() {
   nice -n "${NICE:-10}" python "$here/fuzz/fuzz_kernels.py" --native "$so" --kernel "$k" "${extra[@]}" >"$out/$k.log" 2>&1
   echo $? >"$out/$k.rc"
 }
-read -r -a kernels <<<"${KERNELS:-preprocess postprocess label_map resize_area box_from_mask}"
+read -r -a kernels <<<"${KERNELS:-preprocess postprocess label_map resize_area box_from_mask paste_masks}"
 i=0
 for k in "${kernels[@]}"; do
   one "$k" $((1000 + i)) &

@@ -162,7 +162,20 @@ def paste_masks(
     logits = np.asarray(logits, dtype=np.float32)
     if logits.ndim == 4:
         logits = logits[:, 0]
+    _check_label_values(values, "values", len(logits), 65535)
+    _check_label_values(marks, "marks", len(logits), 255)
     return paste_bool_masks(postprocess(logits, new_hw, labels.shape), labels, values, marks, margin)
+
+
+def _check_label_values(v, name: str, n: int, hi: int) -> None:
+    """`v` must be n integers in 1..hi (a 0 would write nothing and, as a mark, lose the mask's box)."""
+    a = np.asarray(v)
+    if n == 0 and a.shape == (0,):  # [] (float64 to numpy) for zero boxes
+        return
+    if a.dtype.kind not in "uib" or a.shape != (n,):
+        raise ValueError(f"{name} must be ({n},) integers, got shape {a.shape} dtype {a.dtype}")
+    if n and (a.min() < 1 or a.max() > hi):
+        raise ValueError(f"{name} must be in [1, {hi}], got [{a.min()}, {a.max()}]")
 
 
 def paste_bool_masks(

@@ -117,3 +117,20 @@ def test_box_from_mask_coordinates_stay_in_0_256(margin):
     want = twin.box_from_mask(mask, margin)
     np.testing.assert_array_equal(got, want)
     assert got.min() >= 0 and got.max() <= 256
+
+
+@needs_native
+@pytest.mark.parametrize("impl", ["native", "twin"])
+def test_paste_masks_rejects_zero_marks_and_values(impl):
+    """Found by the paste_masks fuzz run: mark 0 was accepted and the native kernel then returned an all-False crop
+    for a mask that had written its label (the twin's crop was the mask). 0 is outside the documented 1..255 /
+    1..65535 for both implementations now."""
+    fn = native.paste_masks if impl == "native" else twin.paste_masks
+    logits = np.full((2, 256, 256), 2.0, np.float32)
+    for values, marks, name in (([1, 2], [1, 0], "marks"), ([0, 2], [1, 2], "values"), ([1, 2], [1, 256], "marks")):
+        labels = np.zeros((8, 8), np.uint16)
+        with pytest.raises(ValueError, match=name):
+            fn(logits, (256, 256), labels, np.array(values), np.array(marks), 3)
+    labels = np.zeros((8, 8), np.uint16)
+    boxes, crops = fn(logits, (256, 256), labels, np.array([1, 2]), np.array([1, 255]), 3)
+    assert (labels == 2).all() and all(c is not None and c[2].all() for c in crops)
