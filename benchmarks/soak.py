@@ -5,7 +5,8 @@
 Calls alternate between 2D images (64..192 px, uint8 / uint16 / float32, 1-3 boxes) and small 3D volumes (2-3 slices of
 48..96 px, 1-2 boxes), all made from a seeded generator, through one Segmenter (fp32, the default). RSS is read after
 every call (psutil). Reported: RSS at calls 100 and N and its growth (target < 5 %), and time per call in the first
-and last deciles of the run per kind (2D and 3D separately, since they cost differently), whose ratio shows drift.
+and last deciles of the run per kind (2D and 3D separately, since they cost differently), whose ratio shows drift, as
+wall time and as the process's CPU time (the latter is less disturbed by other jobs on a shared machine).
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ def main(argv=None) -> int:
     proc = psutil.Process()
     seg = Segmenter(threads=args.threads)
     rng = np.random.default_rng(args.seed)
-    rss, secs, kinds = [], [], []
+    rss, secs, cpus, kinds = [], [], [], []
     t_start = time.time()
     for i in range(args.calls):
         kind, data, boxes = make_job(rng, i)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if kind == "2d":
             res = seg(data, boxes)
             assert res.masks.shape == (len(boxes),) + data.shape[:2]
@@ -74,13 +75,14 @@ def main(argv=None) -> int:
             res = seg.segment_volume(data, boxes)
             assert res.label_map.shape == data.shape
         secs.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
         kinds.append(kind)
         rss.append(proc.memory_info().rss)
         if (i + 1) % 100 == 0:
             print(f"call {i + 1}: rss {rss[-1] / 2**20:.1f} MiB, last call {secs[-1] * 1e3:.0f} ms", flush=True)
         if (i + 1) % 25 == 0 and i + 1 < args.calls:  # partial results, so an interrupted run still reports
-            write(summary(rss, secs, kinds, args, seg, t_start, finished=False), args.out)
-    result = summary(rss, secs, kinds, args, seg, t_start, finished=True)
+            write(summary(rss, secs, cpus, kinds, args, seg, t_start, finished=False), args.out)
+    result = summary(rss, secs, cpus, kinds, args, seg, t_start, finished=True)
     write(result, args.out)
     print(json.dumps(result, indent=2))
     return 0
@@ -94,14 +96,14 @@ def write(result: dict, out: str) -> None:
     tmp.replace(path)
 
 
-def summary(rss, secs, kinds, args, seg, t_start, finished: bool) -> dict:
+def summary(rss, secs, cpus, kinds, args, seg, t_start, finished: bool) -> dict:
     n = len(secs)
     ref = min(100, n) - 1
     decile = max(1, n // 10)
 
-    def decile_ms(kind, part):
+    def decile_ms(kind, part, values=secs):
         idx = range(0, decile) if part == "first" else range(n - decile, n)
-        vals = [secs[j] for j in idx if kinds[j] == kind]
+        vals = [values[j] for j in idx if kinds[j] == kind]
         return round(statistics.median(vals) * 1e3, 1) if vals else None
 
     timing = {}
@@ -115,6 +117,10 @@ def summary(rss, secs, kinds, args, seg, t_start, finished: bool) -> dict:
             "last_over_first": round(last / first, 3) if first and last else None,
             "median_ms_all": round(statistics.median(mine) * 1e3, 1) if mine else None,
         }
+        # CPU time of the process per call: less sensitive than wall time to other jobs on a shared machine
+        cf, cl = decile_ms(kind, "first", cpus), decile_ms(kind, "last", cpus)
+        timing[kind].update(cpu_ms_first_decile=cf, cpu_ms_last_decile=cl,
+                            cpu_last_over_first=round(cl / cf, 3) if cf and cl else None)
     return {
         "calls_planned": args.calls,
         "calls_done": n,

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNELS = ("preprocess", "postprocess", "label_map", "resize_area", "box_from_mask")
+KERNELS = ("preprocess", "postprocess", "label_map", "resize_area", "box_from_mask", "paste_masks")
 REPORT = re.compile(r"ERROR: AddressSanitizer|runtime error:|Segmentation fault|Traceback|Finding")
 
 
