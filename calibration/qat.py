@@ -134,11 +134,21 @@ def losses(student_emb, t_emb, decoder, boxes, t_logits, logit_weight: float):
 
 
 def cmd_train(args) -> int:
+    train(q.calibration_items(), steps=args.steps, lr=args.lr, accum=args.accum, logit_weight=args.logit_weight,
+          subset=args.subset, out=Path(args.out), resume=args.resume, save_every=args.save_every, threads=args.threads)
+    return 0
+
+
+def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_weight: float = 1.0,
+          subset: int = CALIB_SUBSET, out: Path, resume: str | None = None, save_every: int = 60,
+          threads: int = 2) -> Path:
+    """Fine-tune a student for ``steps`` images (cosine learning rate from ``lr``); returns the last checkpoint."""
+    args = argparse.Namespace(steps=steps, lr=lr, accum=accum, logit_weight=logit_weight, subset=subset,
+                              out=str(out), resume=resume, save_every=save_every, threads=threads)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    items = q.calibration_items()
     teacher = load_teacher()
     decoder = DecoderGraph(teacher).eval()
     init = out / f"student_0_s{args.subset}.pt"
@@ -184,7 +194,7 @@ def cmd_train(args) -> int:
             torch.save(student.state_dict(), ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
             (out / "train_log.json").write_text(json.dumps({"args": vars(args), "log": log}))
-    return 0
+    return out / f"student_{args.steps}.pt"
 
 
 def evaluate_torch(student, teacher, items: list[q.Item]) -> dict:

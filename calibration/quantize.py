@@ -92,12 +92,23 @@ class Recipe:
     ignore_first_convs: int = 0
     subset_size: int = 311
     weights_mode: str = "int8_asym"
+    qat_steps: int = 0  # kind "qat": images of fine-tuning (calibration/qat.py), learning rate, images per step
+    qat_lr: float = 3e-6
+    qat_accum: int = 4
     note: str = ""
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
         if self.kind == "none":
             out["weights"] = "fp32"
+        elif self.kind == "qat":
+            out.update(placement="nncf.quantize (torch, TRANSFORMER) with stem, first expand conv and neck "
+                                 "LayerNorms in float; integer-zero-point fake quantizers",
+                       subset_size=self.subset_size, fine_tuning={
+                           "images": self.qat_steps, "lr": self.qat_lr, "images_per_step": self.qat_accum,
+                           "schedule": "cosine", "optimizer": "Adam",
+                           "loss": "relative embedding error + slope-weighted mask-logit error vs FP32"})
+            return out
         elif self.kind == "weights":
             out["mode"] = self.weights_mode
         else:
@@ -141,6 +152,8 @@ ENCODER_RECIPES: dict[str, Recipe] = {
                         note="tr_3 with SmoothQuant matmul alpha 0.5"),
     "tr_256": Recipe(model_type="transformer", ignore_first_convs=9,
                      note="TRANSFORMER, every conv on 256x256 maps (stem, stage-0 MBConvs, merge's 1x1) kept in float"),
+    "qat_480": Recipe(kind="qat", subset_size=64, qat_steps=480,
+                      note="quantization-aware fine-tuning against FP32, 480 calib images (calibration/qat.py)"),
 }
 
 DECODER_SUBSET = 64  # images (each one batched call with all its boxes: ~320 boxes); each costs an FP32 encoder run
@@ -319,13 +332,16 @@ def tag_model(model: ov.Model, base_info: dict[str, str], part: str, name: str, 
 
     facts = dict(base_info)
     facts.update({
-        "weights_storage": {"weights": "int8", "ptq": "int8 (weights + activations)"}.get(recipe.kind, "fp32"),
-        "quantization_tool": f"nncf {nncf.__version__}",
+        "weights_storage": {"weights": "int8", "ptq": "int8 (weights + activations)",
+                            "qat": "int8 (weights + activations, fine-tuned)"}.get(recipe.kind, "fp32"),
+        "quantization_tool": f"nncf {nncf.__version__}" + (" + calibration/qat.py" if recipe.kind == "qat" else ""),
         "quantization_recipe": f"{part}:{name}",
         "quantization": json.dumps(recipe.describe(), sort_keys=True),
-        "quantized_from": "FP32-weights IR (medsam_edge.export.export_models, compress_to_fp16=False)",
-        "calibration_set": "calib" if recipe.kind == "ptq" else "none",
-        "calibration_fingerprint": fingerprint if recipe.kind == "ptq" else "",
+        "quantized_from": ("checkpoint's torch model (calibration/qat.py: torch.export of the fine-tuned student)"
+                           if recipe.kind == "qat" else
+                           "FP32-weights IR (medsam_edge.export.export_models, compress_to_fp16=False)"),
+        "calibration_set": "calib" if recipe.kind in ("ptq", "qat") else "none",
+        "calibration_fingerprint": fingerprint if recipe.kind in ("ptq", "qat") else "",
         "calibration_seed": str(SEED),
         "quantization_openvino_version": ov.get_version(),
         "quantization_seconds": f"{seconds:.1f}",
@@ -367,7 +383,8 @@ class Workbench:
 
     def path(self, part: str, name: str) -> Path:
         recipe = self.recipe(part, name)
-        size = f"_s{recipe.subset_size}" if recipe.kind == "ptq" else ""
+        size = {"ptq": f"_s{recipe.subset_size}", "qat": f"_s{recipe.subset_size}_q{recipe.qat_steps}"}.get(
+            recipe.kind, "")
         return self.root / "variants" / f"{part}_{name}{size}_{self.fingerprint[:12]}.xml"
 
     def build(self, part: str, name: str, force: bool = False) -> Path:
@@ -375,6 +392,8 @@ class Workbench:
         out = self.path(part, name)
         if out.is_file() and not force:
             return out
+        if recipe.kind == "qat":
+            return self._build_qat(part, name, recipe, out)
         source = self.encoder_fp32 if part == "encoder" else self.decoder_fp32
         model = ov.Core().read_model(source)
         base = read_model_info(model)
@@ -398,6 +417,32 @@ class Workbench:
         os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
         os.replace(tmp, out)
         self.log(f"  {part}:{name} done in {seconds:.0f} s -> {out.name} ({ir_bytes(out) / 1e6:.1f} MB)")
+        return out
+
+
+    def _build_qat(self, part: str, name: str, recipe: Recipe, out: Path) -> Path:
+        """Fine-tune (calibration/qat.py; checkpoints kept in the cache, so an interrupted run resumes from its
+        last one with a fresh optimiser) and export the student to ``out``."""
+        from calibration import qat
+
+        if part != "encoder":
+            raise ValueError("quantization-aware fine-tuning is implemented for the encoder only")
+        base = read_model_info(ov.Core().read_model(self.encoder_fp32))
+        folder = out.parent / f"qat_{out.stem}"
+        ckpt = folder / f"student_{recipe.qat_steps}.pt"
+        t0 = time.perf_counter()
+        if not ckpt.is_file():
+            self.log(f"fine-tuning encoder recipe {name!r} ({recipe.note}) ...")
+            ckpt = qat.train(self.items, steps=recipe.qat_steps, lr=recipe.qat_lr, accum=recipe.qat_accum,
+                             subset=recipe.subset_size, out=folder)
+        tmp = out.with_name(".tmp_" + out.name)
+        qat.export_student(qat.build_student(self.items, recipe.subset_size, state=str(ckpt)), tmp)
+        model = ov.Core().read_model(tmp)
+        tag_model(model, base, part, name, recipe, self.fingerprint, time.perf_counter() - t0)
+        ov.save_model(model, tmp, compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
+        os.replace(tmp, out)
+        self.log(f"  {part}:{name} -> {out.name} ({ir_bytes(out) / 1e6:.1f} MB)")
         return out
 
 

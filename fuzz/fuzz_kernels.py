@@ -355,6 +355,9 @@ def _cases_label_map(src: Source):
     dims = [src.pick([0, 1, 2, 3, src.int(0, 40), src.int(0, 70000)])] + [_side(src) for _ in range(nd - 1)]
     if dims[0] <= 65535:  # (more masks than fit uint16 are rejected before any work)
         dims = _shrink(dims, lambda d: math.prod(d) + (d[1] * d[2] if len(d) == 3 else 0), limit=1 << 62)
+    if len(dims) == 3 and dims[0] == 0 and 0 not in dims[1:] and max(dims[1:]) <= MAX_SIDE:
+        # zero masks still write an (H, W) label map: bound it like any other output (_shrink stops at a 0 side)
+        dims[1:] = _shrink(dims[1:], lambda d: d[0] * d[1])
     dtype = _array_dtype(src, [np.bool_, np.bool_, np.bool_, np.uint8])
     masks, nice = make_array(src, tuple(dims), dtype)
     return (masks,), {"nice": nice}

@@ -4,6 +4,7 @@
 #   RUNS=1000000 bash fuzz/run_long.sh            # all kernels, two at a time, nice'd, seeded random bytes
 #   DRIVER=atheris RUNS=1000000 bash fuzz/run_long.sh
 #   KERNELS="label_map resize_area" PARALLEL=2 bash fuzz/run_long.sh   # a subset
+#   SEED_BASE=2000 OUT=fuzz/out2 bash fuzz/run_long.sh   # other seeds (kernel i gets SEED_BASE + i), another folder
 #
 # Per kernel: fuzz/out/<kernel>.log (output, sanitizer reports) and fuzz/out/<kernel>.json (execution counts, updated
 # every 5000 executions, so an interrupted run still says how far it got); fuzz/out/<kernel>.rc is the exit code
@@ -35,7 +36,7 @@ one() {
 read -r -a kernels <<<"${KERNELS:-preprocess postprocess label_map resize_area box_from_mask paste_masks}"
 i=0
 for k in "${kernels[@]}"; do
-  one "$k" $((1000 + i)) &
+  one "$k" $((${SEED_BASE:-1000} + i)) &
   i=$((i + 1))
   while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do sleep 5; done
 done
