@@ -510,6 +510,12 @@ py::tuple paste_masks(const py::object& logits_obj, const py::object& new_hw, co
         throw py::value_error("logits must be (B, h, w) or (B, 1, h, w), got shape " + shape_str(lg));
     if (nd == 4 && lg.shape(1) < 1) throw py::value_error("logits has no channel, shape " + shape_str(lg));
     const int64_t b = lg.shape(0), lh = lg.shape(nd - 2), lw = lg.shape(nd - 1);
+    if (reinterpret_cast<uintptr_t>(lg.data()) % alignof(float) != 0) {
+        // a C-contiguous float32 view at an odd address passes ensure() as it is: the kernel reads whole floats
+        py::array_t<float> aligned(std::vector<py::ssize_t>(lg.shape(), lg.shape() + nd));
+        std::memcpy(aligned.mutable_data(), lg.data(), static_cast<size_t>(lg.nbytes()));
+        lg = aligned;
+    }
 
     if (labels_obj.is_none() || !py::isinstance<py::array>(labels_obj))
         throw py::type_error("labels must be a writeable (H, W) uint16 numpy array");

@@ -134,3 +134,23 @@ def test_paste_masks_rejects_zero_marks_and_values(impl):
     labels = np.zeros((8, 8), np.uint16)
     boxes, crops = fn(logits, (256, 256), labels, np.array([1, 2]), np.array([1, 255]), 3)
     assert (labels == 2).all() and all(c is not None and c[2].all() for c in crops)
+
+
+@needs_native
+def test_paste_masks_reads_unaligned_logits():
+    """Found by UBSan in the paste_masks sanitizer run: C-contiguous float32 logits at an odd address passed the
+    argument conversion unchanged and the upsampler loaded misaligned floats (undefined behaviour; silent on x86).
+    The kernel now copies such logits to an aligned buffer; the result must equal the twin's. The misaligned read
+    is only observable under UBSan: run with MEDSAM_FUZZ_NATIVE=build/asan/... (module docstring) to see the old
+    code fail; in a normal build the test checks the result."""
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal((2, 64, 64)).astype(np.float32)
+    buf = np.zeros(values.nbytes + 1, np.uint8)
+    logits = buf[1:].view(np.float32).reshape(values.shape)
+    logits[...] = values
+    assert not logits.flags.aligned and logits.flags.c_contiguous
+    got_labels, want_labels = np.zeros((40, 50), np.uint16), np.zeros((40, 50), np.uint16)
+    got = native.paste_masks(logits, (48, 60), got_labels, np.array([1, 2]), np.array([1, 2]), 3)
+    want = twin.paste_masks(values, (48, 60), want_labels, np.array([1, 2]), np.array([1, 2]), 3)
+    assert np.array_equal(got_labels, want_labels) and got_labels.any()
+    assert np.array_equal(got[0], want[0])
