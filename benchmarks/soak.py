@@ -6,7 +6,9 @@ Calls alternate between 2D images (64..192 px, uint8 / uint16 / float32, 1-3 box
 48..96 px, 1-2 boxes), all made from a seeded generator, through one Segmenter (fp32, the default). RSS is read after
 every call (psutil). Reported: RSS at calls 100 and N and its growth (target < 5 %), and time per call in the first
 and last deciles of the run per kind (2D and 3D separately, since they cost differently), whose ratio shows drift, as
-wall time and as the process's CPU time (the latter is less disturbed by other jobs on a shared machine).
+wall time and as the process's CPU time (both move with other jobs on a shared machine). The drift check that load
+cannot fake is ``replay``: after the run the aged process re-runs the first 100 jobs, a fresh process runs the same
+jobs, then the aged process again; aged / fresh near 1 means no slowdown with age.
 """
 
 from __future__ import annotations
@@ -52,13 +54,56 @@ def make_job(rng: np.random.Generator, i: int):
     return "3d", volume, np.array(boxes, dtype=np.float64)
 
 
+def time_jobs(seg, seed: int, count: int) -> list[tuple[str, float]]:
+    """(kind, seconds) of the first ``count`` jobs of the run with ``seed`` (the same jobs, regenerated)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        kind, data, boxes = make_job(rng, i)
+        t0 = time.perf_counter()
+        if kind == "2d":
+            seg(data, boxes)
+        else:
+            seg.segment_volume(data, boxes)
+        out.append((kind, time.perf_counter() - t0))
+    return out
+
+
+def replay(seg, args) -> dict:
+    """Drift check that machine load cannot fake: the aged process (after all calls) re-runs the first ``replay``
+    jobs, a fresh process runs the same jobs (after one warm-up pass), then the aged process once more (A-B-A, so a
+    steady change of the machine's load cancels). Reported: median ms per kind and aged / fresh."""
+    import subprocess
+
+    first = time_jobs(seg, args.seed, args.replay)
+    proc = subprocess.run([sys.executable, __file__, "--fresh-replay", str(args.replay), "--seed", str(args.seed),
+                           "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+    fresh = [tuple(x) for x in json.loads(proc.stdout.strip().splitlines()[-1])]
+    second = time_jobs(seg, args.seed, args.replay)
+    res = {"jobs": args.replay, "order": "aged, fresh process (second pass), aged"}
+    for kind in ("2d", "3d"):
+        aged = [t for k, t in first + second if k == kind]
+        new = [t for k, t in fresh if k == kind]
+        if aged and new:
+            a, f = statistics.median(aged) * 1e3, statistics.median(new) * 1e3
+            res[kind] = {"aged_ms": round(a, 1), "fresh_ms": round(f, 1), "aged_over_fresh": round(a / f, 3)}
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2, help="OpenVINO inference threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "soak.json"))
+    ap.add_argument("--replay", type=int, default=100, help="jobs re-run by the aged and a fresh process (0: off)")
+    ap.add_argument("--fresh-replay", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.fresh_replay:  # the fresh side of replay(): warm-up pass, then the timed pass as JSON on stdout
+        seg = Segmenter(threads=args.threads)
+        time_jobs(seg, args.seed, args.fresh_replay)
+        print(json.dumps(time_jobs(seg, args.seed, args.fresh_replay)))
+        return 0
 
     proc = psutil.Process()
     seg = Segmenter(threads=args.threads)
@@ -83,6 +128,8 @@ def main(argv=None) -> int:
         if (i + 1) % 25 == 0 and i + 1 < args.calls:  # partial results, so an interrupted run still reports
             write(summary(rss, secs, cpus, kinds, args, seg, t_start, finished=False), args.out)
     result = summary(rss, secs, cpus, kinds, args, seg, t_start, finished=True)
+    if args.replay:
+        result["replay"] = replay(seg, args)
     write(result, args.out)
     print(json.dumps(result, indent=2))
     return 0
