@@ -141,10 +141,12 @@ def cmd_train(args) -> int:
 
 def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_weight: float = 1.0,
           subset: int = CALIB_SUBSET, out: Path, resume: str | None = None, save_every: int = 60,
-          threads: int = 2) -> Path:
-    """Fine-tune a student for ``steps`` images (cosine learning rate from ``lr``); returns the last checkpoint."""
+          threads: int = 2, stop: int | None = None) -> Path:
+    """Fine-tune a student on ``steps`` images (cosine learning rate from ``lr`` over ``steps``), stopping after
+    ``stop`` images if given; returns the last checkpoint (``student_<images>.pt`` in ``out``)."""
     args = argparse.Namespace(steps=steps, lr=lr, accum=accum, logit_weight=logit_weight, subset=subset,
                               out=str(out), resume=resume, save_every=save_every, threads=threads)
+    stop = min(stop or steps, steps)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -165,7 +167,7 @@ def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_w
     log = []
     t0 = time.perf_counter()
     order = np.random.default_rng(1).permutation(len(items))
-    for step in range(1, args.steps + 1):
+    for step in range(1, stop + 1):
         lr = args.lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / args.steps))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -189,12 +191,12 @@ def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_w
             recent = log[-10:]
             print(f"step {step}: loss {np.mean([r['loss'] for r in recent]):.5f} "
                   f"(logit {np.mean([r['logit_loss'] for r in recent]):.5f}) lr {lr:.2e} {rec['seconds']} s", flush=True)
-        if step % args.save_every == 0 or step == args.steps:
+        if step % args.save_every == 0 or step == stop:
             ckpt = out / f"student_{step}.pt"
             torch.save(student.state_dict(), ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
             (out / "train_log.json").write_text(json.dumps({"args": vars(args), "log": log}))
-    return out / f"student_{args.steps}.pt"
+    return out / f"student_{stop}.pt"
 
 
 def evaluate_torch(student, teacher, items: list[q.Item]) -> dict:

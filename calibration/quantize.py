@@ -95,6 +95,7 @@ class Recipe:
     qat_steps: int = 0  # kind "qat": images of fine-tuning (calibration/qat.py), learning rate, images per step
     qat_lr: float = 3e-6
     qat_accum: int = 4
+    qat_stop: int = 0  # stop after this many images of the ``qat_steps`` schedule (0: run it to the end)
     note: str = ""
 
     def describe(self) -> dict[str, Any]:
@@ -105,8 +106,10 @@ class Recipe:
             out.update(placement="nncf.quantize (torch, TRANSFORMER) with stem, first expand conv and neck "
                                  "LayerNorms in float; integer-zero-point fake quantizers",
                        subset_size=self.subset_size, fine_tuning={
-                           "images": self.qat_steps, "lr": self.qat_lr, "images_per_step": self.qat_accum,
-                           "schedule": "cosine", "optimizer": "Adam",
+                           "images": self.qat_stop or self.qat_steps, "lr": self.qat_lr,
+                           "images_per_step": self.qat_accum, "optimizer": "Adam",
+                           "schedule": f"cosine over {self.qat_steps} images" + (
+                               f", stopped after {self.qat_stop}" if self.qat_stop else ""),
                            "loss": "relative embedding error + slope-weighted mask-logit error vs FP32"})
             return out
         elif self.kind == "weights":
@@ -154,6 +157,8 @@ ENCODER_RECIPES: dict[str, Recipe] = {
                      note="TRANSFORMER, every conv on 256x256 maps (stem, stage-0 MBConvs, merge's 1x1) kept in float"),
     "qat_480": Recipe(kind="qat", subset_size=64, qat_steps=480,
                       note="quantization-aware fine-tuning against FP32, 480 calib images (calibration/qat.py)"),
+    "qat_240": Recipe(kind="qat", subset_size=64, qat_steps=480, qat_stop=240,
+                      note="quantization-aware fine-tuning against FP32: the first 240 images of qat_480's schedule"),
 }
 
 DECODER_SUBSET = 64  # images (each one batched call with all its boxes: ~320 boxes); each costs an FP32 encoder run
@@ -383,8 +388,8 @@ class Workbench:
 
     def path(self, part: str, name: str) -> Path:
         recipe = self.recipe(part, name)
-        size = {"ptq": f"_s{recipe.subset_size}", "qat": f"_s{recipe.subset_size}_q{recipe.qat_steps}"}.get(
-            recipe.kind, "")
+        size = {"ptq": f"_s{recipe.subset_size}",
+                "qat": f"_s{recipe.subset_size}_q{recipe.qat_stop or recipe.qat_steps}"}.get(recipe.kind, "")
         return self.root / "variants" / f"{part}_{name}{size}_{self.fingerprint[:12]}.xml"
 
     def build(self, part: str, name: str, force: bool = False) -> Path:
@@ -428,13 +433,16 @@ class Workbench:
         if part != "encoder":
             raise ValueError("quantization-aware fine-tuning is implemented for the encoder only")
         base = read_model_info(ov.Core().read_model(self.encoder_fp32))
-        folder = out.parent / f"qat_{out.stem}"
-        ckpt = folder / f"student_{recipe.qat_steps}.pt"
+        # one folder per training schedule: recipes that stop the same schedule at different points share it
+        folder = out.parent / (f"qat_s{recipe.subset_size}_q{recipe.qat_steps}_lr{recipe.qat_lr:g}_a{recipe.qat_accum}"
+                               f"_{self.fingerprint[:12]}")
+        stop = recipe.qat_stop or recipe.qat_steps
+        ckpt = folder / f"student_{stop}.pt"
         t0 = time.perf_counter()
         if not ckpt.is_file():
             self.log(f"fine-tuning encoder recipe {name!r} ({recipe.note}) ...")
             ckpt = qat.train(self.items, steps=recipe.qat_steps, lr=recipe.qat_lr, accum=recipe.qat_accum,
-                             subset=recipe.subset_size, out=folder)
+                             subset=recipe.subset_size, out=folder, stop=stop)
         tmp = out.with_name(".tmp_" + out.name)
         qat.export_student(qat.build_student(self.items, recipe.subset_size, state=str(ckpt)), tmp)
         model = ov.Core().read_model(tmp)
