@@ -25,15 +25,17 @@ from medsam_edge.runtime import DecoderModel, EncoderModel, Runtime, RuntimeOpti
 
 INT8_DIR = os.environ.get("MEDSAM_EDGE_INT8_MODEL_DIR") or None
 
-# Measured with the shipped pair (INT8 encoder "tr_3": TRANSFORMER PTQ with the stem and the first 1x1 expand conv
-# in float, 64 calibration images; FP32 decoder; f32 execution) on these 207 boxes at 2 threads: mean DSC 0.906,
-# 5th percentile 0.707, 3 boxes below 0.5 (the previous "tr_dw0" encoder: 0.896 / 0.675 / 5 boxes).
+# Measured with the shipped pair (INT8 encoder "qat_240": NNCF placement + quantization-aware fine-tuning against
+# FP32, calibration/qat.py; FP32 decoder; f32 execution) on these 207 boxes at 2 threads: mean DSC 0.921,
+# 5th percentile 0.796, 3 boxes below 0.5 (the previous "tr_3" PTQ encoder: 0.906 / 0.707 / 3; "tr_dw0": 0.896 /
+# 0.675 / 5). The fixtures share source files with the calibration set the fine-tuning saw, so the held-out val
+# split (calibration/README.md) is the accuracy figure; this is a regression gate.
 # NOTE: this is below the issue-3 target (mean >= 0.99 vs FP32); see calibration/README.md "Where the error comes
-# from". The gate therefore guards against a *worse* re-quantization, with a margin for noise: mean -0.011,
-# p5 -0.027, and at most 5 (instead of 3) boxes below 0.5. The previous tr_dw0 encoder fails it (p5 0.6745, checked
-# with MEDSAM_EDGE_INT8_MODEL_DIR), and so does a broken decoder (default-preset PTQ: p5 0.0 on val).
-MEAN_DSC_MIN = 0.895
-P5_DSC_MIN = 0.68
+# from". The gate guards against a *worse* re-quantization, with a margin for noise: mean -0.011, p5 -0.027, and at
+# most 5 (instead of 3) boxes below 0.5. The previous tr_3 and tr_dw0 encoders fail it (mean 0.906 / 0.896), and so
+# does a broken decoder (default-preset PTQ: p5 0.0 on val).
+MEAN_DSC_MIN = 0.91
+P5_DSC_MIN = 0.77
 BOX_DSC_FLOOR = 0.5
 MAX_BOXES_BELOW_FLOOR = 5
 
