@@ -54,6 +54,14 @@ def make_job(rng: np.random.Generator, i: int):
     return "3d", volume, np.array(boxes, dtype=np.float64)
 
 
+def run_job(seg, kind: str, data: np.ndarray, boxes: np.ndarray) -> None:
+    """One segmentation; checks the result's shape."""
+    if kind == "2d":
+        assert seg(data, boxes).masks.shape == (len(boxes),) + data.shape[:2]
+    else:
+        assert seg.segment_volume(data, boxes).label_map.shape == data.shape
+
+
 def time_jobs(seg, seed: int, count: int) -> list[tuple[str, float]]:
     """(kind, seconds) of the first ``count`` jobs of the run with ``seed`` (the same jobs, regenerated)."""
     rng = np.random.default_rng(seed)
@@ -61,10 +69,7 @@ def time_jobs(seg, seed: int, count: int) -> list[tuple[str, float]]:
     for i in range(count):
         kind, data, boxes = make_job(rng, i)
         t0 = time.perf_counter()
-        if kind == "2d":
-            seg(data, boxes)
-        else:
-            seg.segment_volume(data, boxes)
+        run_job(seg, kind, data, boxes)
         out.append((kind, time.perf_counter() - t0))
     return out
 
@@ -113,12 +118,7 @@ def main(argv=None) -> int:
     for i in range(args.calls):
         kind, data, boxes = make_job(rng, i)
         t0, c0 = time.perf_counter(), time.process_time()
-        if kind == "2d":
-            res = seg(data, boxes)
-            assert res.masks.shape == (len(boxes),) + data.shape[:2]
-        else:
-            res = seg.segment_volume(data, boxes)
-            assert res.label_map.shape == data.shape
+        run_job(seg, kind, data, boxes)
         secs.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
         kinds.append(kind)

@@ -144,33 +144,37 @@ def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_w
           threads: int = 2, stop: int | None = None) -> Path:
     """Fine-tune a student on ``steps`` images (cosine learning rate from ``lr`` over ``steps``), stopping after
     ``stop`` images if given; returns the last checkpoint (``student_<images>.pt`` in ``out``)."""
-    args = argparse.Namespace(steps=steps, lr=lr, accum=accum, logit_weight=logit_weight, subset=subset,
-                              out=str(out), resume=resume, save_every=save_every, threads=threads)
+    config = {"steps": steps, "stop": stop, "lr": lr, "accum": accum, "logit_weight": logit_weight,
+              "subset": subset, "resume": resume}
     stop = min(stop or steps, steps)
     torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    torch.set_num_threads(threads)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     teacher = load_teacher()
     decoder = DecoderGraph(teacher).eval()
-    init = out / f"student_0_s{args.subset}.pt"
-    student = build_student(items, args.subset, state=args.resume or (str(init) if init.is_file() else None))
+    init = out / f"student_0_s{subset}.pt"
+    student = build_student(items, subset, state=resume or (str(init) if init.is_file() else None))
     if not init.is_file():
         torch.save(student.state_dict(), init)
-    params = [p for n, p in student.named_parameters() if p.requires_grad and "nncf" not in n.split(".")[0]]
-    for n, p in student.named_parameters():  # NNCF range parameters are unused by FixedFQ: freeze them
-        if p.requires_grad and p not in set(params):
+    params = []
+    for name, p in student.named_parameters():
+        if not p.requires_grad:
+            continue
+        if "nncf" in name.split(".")[0]:  # NNCF's quantizer ranges (__nncf_hooks...) are unused by FixedFQ: frozen
             p.requires_grad_(False)
-    opt = torch.optim.Adam(params, lr=args.lr)
+        else:
+            params.append(p)
+    opt = torch.optim.Adam(params, lr=lr)
     opt.zero_grad(set_to_none=True)
     cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     log = []
     t0 = time.perf_counter()
     order = np.random.default_rng(1).permutation(len(items))
     for step in range(1, stop + 1):
-        lr = args.lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / args.steps))
+        rate = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = rate
         idx = int(order[(step - 1) % len(items)])
         it = items[idx]
         x = torch.from_numpy(it.tensor)
@@ -178,24 +182,23 @@ def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_w
         if idx not in cache:
             cache[idx] = teacher_targets(teacher, decoder, x, boxes)
         t_emb, t_logits = cache[idx]
-        emb = student(x)
-        loss, logit_loss = losses(emb, t_emb, decoder, boxes, t_logits, args.logit_weight)
-        (loss / args.accum).backward()
-        if step % args.accum == 0:  # one optimiser step per `accum` images
+        loss, logit_loss = losses(student(x), t_emb, decoder, boxes, t_logits, logit_weight)
+        (loss / accum).backward()
+        if step % accum == 0:  # one optimiser step per `accum` images
             opt.step()
             opt.zero_grad(set_to_none=True)
-        rec = {"step": step, "loss": float(loss.detach()), "logit_loss": float(logit_loss), "lr": lr,
-               "seconds": round(time.perf_counter() - t0, 1)}
-        log.append(rec)
+        log.append({"step": step, "loss": float(loss.detach()), "logit_loss": float(logit_loss), "lr": rate,
+                    "seconds": round(time.perf_counter() - t0, 1)})
         if step % 10 == 0 or step == 1:
             recent = log[-10:]
             print(f"step {step}: loss {np.mean([r['loss'] for r in recent]):.5f} "
-                  f"(logit {np.mean([r['logit_loss'] for r in recent]):.5f}) lr {lr:.2e} {rec['seconds']} s", flush=True)
-        if step % args.save_every == 0 or step == stop:
+                  f"(logit {np.mean([r['logit_loss'] for r in recent]):.5f}) lr {rate:.2e} {log[-1]['seconds']} s",
+                  flush=True)
+        if step % save_every == 0 or step == stop:
             ckpt = out / f"student_{step}.pt"
             torch.save(student.state_dict(), ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
-            (out / "train_log.json").write_text(json.dumps({"args": vars(args), "log": log}))
+            (out / "train_log.json").write_text(json.dumps({"args": config, "log": log}))
     return out / f"student_{stop}.pt"
 
 
