@@ -143,7 +143,11 @@ def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_w
           subset: int = CALIB_SUBSET, out: Path, resume: str | None = None, save_every: int = 60,
           threads: int = 2, stop: int | None = None) -> Path:
     """Fine-tune a student on ``steps`` images (cosine learning rate from ``lr`` over ``steps``), stopping after
-    ``stop`` images if given; returns the last checkpoint (``student_<images>.pt`` in ``out``)."""
+    ``stop`` images if given; returns the last checkpoint (``student_<images>.pt`` in ``out``).
+
+    ``out`` holds one schedule: if it already has checkpoints of this schedule (same steps, lr, accum, logit weight,
+    subset in its ``train_log.json``) below ``stop``, training continues after the latest one at its place in the
+    schedule (with its optimiser state when saved, else a fresh Adam)."""
     config = {"steps": steps, "stop": stop, "lr": lr, "accum": accum, "logit_weight": logit_weight,
               "subset": subset, "resume": resume}
     stop = min(stop or steps, steps)
@@ -154,7 +158,9 @@ def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_w
     teacher = load_teacher()
     decoder = DecoderGraph(teacher).eval()
     init = out / f"student_0_s{subset}.pt"
-    student = build_student(items, subset, state=resume or (str(init) if init.is_file() else None))
+    start, log = (0, []) if resume else latest_checkpoint(out, config, stop)
+    state = resume or (str(out / f"student_{start}.pt") if start else str(init) if init.is_file() else None)
+    student = build_student(items, subset, state=state)
     if not init.is_file():
         torch.save(student.state_dict(), init)
     params = []
@@ -166,12 +172,15 @@ def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_w
         else:
             params.append(p)
     opt = torch.optim.Adam(params, lr=lr)
+    if start and (out / f"optim_{start}.pt").is_file():
+        opt.load_state_dict(torch.load(out / f"optim_{start}.pt", weights_only=True))
+    if start:
+        print(f"continuing the schedule after image {start} ({out / f'student_{start}.pt'})", flush=True)
     opt.zero_grad(set_to_none=True)
     cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    log = []
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - (log[-1]["seconds"] if log else 0.0)
     order = np.random.default_rng(1).permutation(len(items))
-    for step in range(1, stop + 1):
+    for step in range(start + 1, stop + 1):
         rate = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
         for g in opt.param_groups:
             g["lr"] = rate
@@ -195,11 +204,30 @@ def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_w
                   f"(logit {np.mean([r['logit_loss'] for r in recent]):.5f}) lr {rate:.2e} {log[-1]['seconds']} s",
                   flush=True)
         if step % save_every == 0 or step == stop:
-            ckpt = out / f"student_{step}.pt"
+            ckpt, optim = out / f"student_{step}.pt", out / f"optim_{step}.pt"
+            torch.save(opt.state_dict(), optim.with_suffix(".tmp"))
+            optim.with_suffix(".tmp").replace(optim)
             torch.save(student.state_dict(), ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
             (out / "train_log.json").write_text(json.dumps({"args": config, "log": log}))
     return out / f"student_{stop}.pt"
+
+
+def latest_checkpoint(out: Path, config: dict, stop: int) -> tuple[int, list[dict]]:
+    """(images done, their log) of the latest checkpoint of ``config``'s schedule in ``out`` below ``stop``."""
+    try:
+        saved = json.loads((out / "train_log.json").read_text())
+    except (OSError, ValueError):
+        return 0, []
+    keys = ("steps", "lr", "accum", "logit_weight", "subset")
+    if any(saved.get("args", {}).get(k) != config[k] for k in keys):
+        return 0, []
+    done = [int(f.stem.split("_")[1]) for f in out.glob("student_*.pt") if f.stem.split("_")[1].isdigit()]
+    done = [k for k in done if 0 < k < stop]
+    if not done:
+        return 0, []
+    start = max(done)
+    return start, [r for r in saved.get("log", []) if r["step"] <= start]
 
 
 def evaluate_torch(student, teacher, items: list[q.Item]) -> dict:

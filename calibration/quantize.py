@@ -427,8 +427,8 @@ class Workbench:
 
 
     def _build_qat(self, part: str, name: str, recipe: Recipe, out: Path) -> Path:
-        """Fine-tune (calibration/qat.py; checkpoints kept in the cache, so an interrupted run resumes from its
-        last one with a fresh optimiser) and export the student to ``out``."""
+        """Fine-tune (calibration/qat.py; checkpoints kept in the cache, so an interrupted or longer schedule
+        continues after its latest checkpoint, see ``qat.train``) and export the student to ``out``."""
         from calibration import qat
 
         if part != "encoder":
