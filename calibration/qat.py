@@ -44,7 +44,7 @@ from medsam_edge.export import fetch_checkpoint, load_litemedsam  # noqa: E402
 from medsam_edge.export.architecture import DecoderGraph, EncoderGraph  # noqa: E402
 
 #: NNCF torch node-name patterns kept in float (see the module docstring)
-IGNORED_PATTERNS = (r".*patch_embed.*", r".*encoder/conv1/c/conv2d/0$", r".*neck/[13]/.*")
+IGNORED_PATTERNS = (r".*patch_embed.*", r".*encoder/conv1/c/conv2d/0$", r".*neck/[13]/.*", r".*mlp/norm/.*")
 CALIB_SUBSET = 64
 
 

@@ -25,6 +25,7 @@ Pipeline (every step is deterministic; the seed only orders the calibration item
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -175,8 +176,18 @@ DECODER_RECIPES: dict[str, Recipe] = {
 # --------------------------------------------------------------------------------------------------- folders
 
 
+def architecture_stamp() -> str:
+    """Hash of the export code (architecture + conversion): FP32 IRs, quantized IRs and fine-tuning checkpoints
+    made from another graph are not reused."""
+    export = REPO / "medsam_edge" / "export"
+    digest = hashlib.sha256()
+    for name in ("tinyvit.py", "layers.py", "sam_heads.py", "architecture.py", "convert.py"):
+        digest.update(name.encode() + b"\0" + (export / name).read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def work_dir() -> Path:
-    path = default_cache_root() / "quantize"
+    path = default_cache_root() / "quantize" / f"arch_{architecture_stamp()}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -25,19 +25,20 @@ from medsam_edge.runtime import DecoderModel, EncoderModel, Runtime, RuntimeOpti
 
 INT8_DIR = os.environ.get("MEDSAM_EDGE_INT8_MODEL_DIR") or None
 
-# Measured with the shipped pair (INT8 encoder "qat_240": NNCF placement + quantization-aware fine-tuning against
-# FP32, calibration/qat.py; FP32 decoder; f32 execution) on these 207 boxes at 2 threads: mean DSC 0.921,
-# 5th percentile 0.796, 3 boxes below 0.5 (the previous "tr_3" PTQ encoder: 0.906 / 0.707 / 3; "tr_dw0": 0.896 /
-# 0.675 / 5). The fixtures share source files with the calibration set the fine-tuning saw, so the held-out val
-# split (calibration/README.md) is the accuracy figure; this is a regression gate.
+# Measured with the shipped pair (INT8 encoder "qat_240" on the channels-first graph: NNCF placement +
+# quantization-aware fine-tuning against FP32, calibration/qat.py; FP32 decoder; f32 execution) on these 207 boxes at
+# 2 threads: mean DSC 0.935, 5th percentile 0.800, 2 boxes below 0.5 (the same recipe on the earlier channels-last
+# graph: 0.921 / 0.796 / 3; the "tr_3" PTQ encoder: 0.906 / 0.707 / 3; "tr_dw0": 0.896 / 0.675 / 5). The fixtures
+# share source files with the calibration set the fine-tuning saw, so the held-out val split (calibration/README.md)
+# is the accuracy figure; this is a regression gate.
 # NOTE: this is below the issue-3 target (mean >= 0.99 vs FP32); see calibration/README.md "Where the error comes
-# from". The gate guards against a *worse* re-quantization, with a margin for noise: mean -0.011, p5 -0.027, and at
-# most 5 (instead of 3) boxes below 0.5. The previous tr_3 and tr_dw0 encoders fail it (mean 0.906 / 0.896), and so
-# does a broken decoder (default-preset PTQ: p5 0.0 on val).
-MEAN_DSC_MIN = 0.91
-P5_DSC_MIN = 0.77
+# from". The gate guards against a *worse* re-quantization, with a margin for noise: mean -0.010, p5 -0.025, and at
+# most 4 (instead of 2) boxes below 0.5. Every earlier encoder fails it (mean 0.921 and lower), and so does a broken
+# decoder (default-preset PTQ: p5 0.0 on val).
+MEAN_DSC_MIN = 0.925
+P5_DSC_MIN = 0.775
 BOX_DSC_FLOOR = 0.5
-MAX_BOXES_BELOW_FLOOR = 5
+MAX_BOXES_BELOW_FLOOR = 4
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -251,3 +251,42 @@ def test_shipped_fp32_variant() -> None:
         assert info["weights_storage"] == storage.scheme_name(8) == facts["weights_storage"]
         assert "2**-14" in info["weights_storage_detail"]
     print("\nshipped fp32 variant:", json.dumps({k: facts[k] for k in ("total_bytes", "parity_vs_fp32_ir")}))
+
+
+def layout_transposes(model: ov.Model) -> list[tuple[int, ...]]:
+    """Permutations of the model's rank-4 Transposes that move channels between axis 1 and axis 3."""
+    found = []
+    for op in model.get_ops():
+        if op.get_type_name() != "Transpose":
+            continue
+        order_node = op.input_value(1).get_node()
+        if order_node.get_type_name() != "Constant":
+            continue
+        order = tuple(int(v) for v in order_node.get_data().reshape(-1))
+        if order in ((0, 2, 3, 1), (0, 3, 1, 2)):
+            found.append(order)
+    return found
+
+
+@pytest.mark.parametrize("variant", ["fp32", "fp16", "int8"])
+def test_shipped_encoders_keep_feature_maps_channels_first(variant: str) -> None:
+    """The export keeps (B, C, H, W) through the attention stages (medsam_edge/export/tinyvit.py): no NCHW<->NHWC
+    permutes around the local convolutions (they and their layout reorders cost the CPU plugin 15-30% of the encoder,
+    benchmarks/results/layout.md). A re-export from a channels-last formulation has 26 of them."""
+    from medsam_edge import models
+
+    if variant not in models.load_manifest()["variants"]:
+        pytest.skip(f"{variant} variant not built")
+    encoder = ov.Core().read_model(models.resolve(variant).encoder_xml)
+    assert layout_transposes(encoder) == []
+    assert sum(op.get_type_name() == "Transpose" for op in encoder.get_ops()) <= 60
+
+
+def test_layout_transposes_are_found() -> None:
+    """The check above can fail: it finds both channel moves in a small graph."""
+    x = ops.parameter([1, 8, 4, 4], ov.Type.f32)
+    to_last = ops.transpose(x, ops.constant(np.array([0, 2, 3, 1], np.int64)))
+    back = ops.transpose(ops.relu(to_last), ops.constant(np.array([0, 3, 1, 2], np.int64)))
+    other = ops.transpose(back, ops.constant(np.array([0, 1, 3, 2], np.int64)))
+    model = ov.Model([other], [x])
+    assert sorted(layout_transposes(model)) == [(0, 2, 3, 1), (0, 3, 1, 2)]

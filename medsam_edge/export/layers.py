@@ -25,7 +25,7 @@ class ConvBN(nn.Module):
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, H, W) tensor (biased variance, eps 1e-6); shape unchanged."""
+    """LayerNorm over the channel axis of a (B, C, H, W) tensor (biased variance, eps 1e-6 unless given); shape unchanged."""
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__()

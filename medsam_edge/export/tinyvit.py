@@ -7,15 +7,21 @@ stage       what                                         output
 ==========  ===========================================  =====================
 stem        two 1x1 ConvBN (GELU between), no striding   (B, 64, 256, 256)
 layers.0    2 MBConv blocks, then merge (stride 2)       (B, 128, 128, 128)
-layers.1    2 window-attention blocks (window 7), merge  (B, 64, 64, 160)  [channels last]
-layers.2    6 window-attention blocks (window 14), merge (stride 1!)  (B, 64, 64, 320)
-layers.3    2 window-attention blocks (window 7)         (B, 64, 64, 320)
+layers.1    2 window-attention blocks (window 7), merge  (B, 160, 64, 64)
+layers.2    6 window-attention blocks (window 14), merge (stride 1!)  (B, 320, 64, 64)
+layers.3    2 window-attention blocks (window 7)         (B, 320, 64, 64)
 neck        1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d (B, 256, 64, 64)
 ==========  ===========================================  =====================
 
-Attention stages carry tokens channels-last as (B, H, W, C). Windows that do not tile the grid are zero-padded at
-the bottom/right *before* the attention's LayerNorm, so padded positions take part as keys (as in the checkpoint's
-training code); their outputs are cropped away.
+Every stage carries (B, C, H, W) channels first, the attention stages included: the window partition is the only
+re-ordering (to (windows, tokens, C) for the attention and back), the local 3x3 convolution and the MLP (LayerNorm over
+channels + 1x1 convolutions, the checkpoint's Linear weights reshaped at load time) run on the feature map directly.
+The checkpoint's training code carries tokens channels-last and permutes around every local convolution; the
+arithmetic is the same, but OpenVINO's CPU plugin spent ~20% (f32) to ~30% (int8) of the encoder time in those
+permutes and their layout reorders (benchmarks/results/layout.md).
+
+Windows that do not tile the grid are zero-padded at the bottom/right *before* the attention's LayerNorm, so padded
+positions take part as keys (as in the checkpoint's training code); their outputs are cropped away.
 """
 
 from __future__ import annotations
@@ -130,44 +136,55 @@ class WindowAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Pre-norm MLP: LayerNorm, Linear (dim -> hidden), GELU, Linear (hidden -> dim).
+    """Pre-norm MLP on a feature map: LayerNorm over channels, 1x1 conv (dim -> hidden), GELU, 1x1 conv (-> dim).
 
-    Shapes: (..., dim) -> (..., dim).
+    The checkpoint stores ``fc1`` / ``fc2`` as Linear weights (out, in); they load into the (out, in, 1, 1) convs.
+    Shapes: (B, dim, H, W) -> (B, dim, H, W).
     """
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.norm = LayerNorm2d(dim, eps=1e-5)  # nn.LayerNorm's eps, same parameter names
+        self.fc1 = nn.Conv2d(dim, hidden, kernel_size=1)
+        self.fc2 = nn.Conv2d(hidden, dim, kernel_size=1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for name in ("fc1.weight", "fc2.weight"):
+            weight = state_dict.get(prefix + name)
+            if weight is not None and weight.dim() == 2:  # Linear layout of the checkpoint
+                state_dict[prefix + name] = weight[:, :, None, None]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(self.norm(x))))
 
 
 def split_windows(x: torch.Tensor, window: int) -> tuple[torch.Tensor, int, int]:
-    """(B, H, W, C) -> ((B * nH * nW, window**2, C), padded H, padded W); zero-pads bottom/right to whole windows."""
-    b, h, w, c = x.shape
+    """(B, C, H, W) -> ((B * nH * nW, window**2, C), padded H, padded W); zero-pads bottom/right to whole windows.
+
+    Windows are ordered row-major over the grid, tokens row-major inside a window."""
+    b, c, h, w = x.shape
     pad_h = (window - h % window) % window
     pad_w = (window - w % window) % window
     if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        x = F.pad(x, (0, pad_w, 0, pad_h))
     ph, pw = h + pad_h, w + pad_w
-    x = x.view(b, ph // window, window, pw // window, window, c).transpose(2, 3)
+    x = x.view(b, c, ph // window, window, pw // window, window).permute(0, 2, 4, 3, 5, 1)
     return x.reshape(-1, window * window, c), ph, pw
 
 
 def merge_windows(x: torch.Tensor, window: int, batch: int, ph: int, pw: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`split_windows`: (B * nH * nW, window**2, C) -> (B, h, w, C), padding cropped."""
+    """Inverse of :func:`split_windows`: (B * nH * nW, window**2, C) -> (B, C, h, w), padding cropped."""
     c = x.shape[2]
-    x = x.view(batch, ph // window, pw // window, window, window, c).transpose(2, 3).reshape(batch, ph, pw, c)
-    return x[:, :h, :w] if (ph != h or pw != w) else x
+    x = x.view(batch, ph // window, pw // window, window, window, c).permute(0, 5, 1, 3, 2, 4)
+    x = x.reshape(batch, c, ph, pw)
+    return x[:, :, :h, :w] if (ph != h or pw != w) else x
 
 
 class TinyViTBlock(nn.Module):
     """Window attention (residual), 3x3 depthwise ConvBN (no residual), MLP (residual).
 
-    Shapes: (B, H, W, C) -> (B, H, W, C).
+    Shapes: (B, C, H, W) -> (B, C, H, W).
     """
 
     def __init__(self, dim: int, heads: int, window: int, mlp_ratio: int, local_kernel: int) -> None:
@@ -178,10 +195,10 @@ class TinyViTBlock(nn.Module):
         self.mlp = FeedForward(dim, dim * mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
+        b, _, h, w = x.shape
         windows, ph, pw = split_windows(x, self.window)
         x = x + merge_windows(self.attn(windows), self.window, b, ph, pw, h, w)
-        x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = self.local_conv(x)
         return x + self.mlp(x)
 
 
@@ -202,7 +219,7 @@ class ConvStage(nn.Module):
 class AttentionStage(nn.Module):
     """Stages 1-3: TinyViT blocks, then an optional merge.
 
-    Shapes: (B, H, W, C) -> (B, H / s, W / s, C') channels last (C' = C, s = 1 without merge).
+    Shapes: (B, C, H, W) -> (B, C', H / s, W / s) (C' = C, s = 1 without merge).
     """
 
     def __init__(
@@ -217,7 +234,7 @@ class AttentionStage(nn.Module):
         for block in self.blocks:
             x = block(x)
         if self.downsample is not None:
-            x = self.downsample(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            x = self.downsample(x)
         return x
 
 
@@ -265,8 +282,7 @@ class TinyViTEncoder(nn.Module):
         return [m for m in self.modules() if isinstance(m, WindowAttention)]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.layers[0](self.patch_embed(image))  # (B, C, H, W)
-        x = x.permute(0, 2, 3, 1)  # channels last for the attention stages
-        for stage in self.layers[1:]:
-            x = stage(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+        x = self.patch_embed(image)
+        for stage in self.layers:
+            x = stage(x)  # (B, C, H, W) throughout
+        return self.neck(x)
