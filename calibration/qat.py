@@ -43,8 +43,13 @@ from medsam_edge import kernels  # noqa: E402
 from medsam_edge.export import fetch_checkpoint, load_litemedsam  # noqa: E402
 from medsam_edge.export.architecture import DecoderGraph, EncoderGraph  # noqa: E402
 
-#: NNCF torch node-name patterns kept in float (see the module docstring)
-IGNORED_PATTERNS = (r".*patch_embed.*", r".*encoder/conv1/c/conv2d/0$", r".*neck/[13]/.*", r".*mlp/norm/.*")
+#: NNCF torch node-name patterns always kept in float: the LayerNorms' internals (an 8-bit quantizer on
+#: ``variance + eps`` rounds it to 0; see the module docstring). Their outputs are still quantized where a quantized
+#: layer reads them.
+NORM_PATTERNS = (r".*neck/[13]/.*", r".*mlp/norm/.*")
+#: which convolutions stay in float, by name: ``tr_3`` = the stem's two 1x1 convs + the first MBConv's 1x1 expand conv
+#: (the PTQ recipe's choice), ``stem`` = the stem's two only
+FLOAT_LAYERS = {"tr_3": (r".*patch_embed.*", r".*encoder/conv1/c/conv2d/0$"), "stem": (r".*patch_embed.*",)}
 CALIB_SUBSET = 64
 
 
@@ -86,9 +91,11 @@ def load_teacher():
     return model
 
 
-def build_student(items: list[q.Item], subset: int = CALIB_SUBSET, log=print, state: str | None = None):
-    """NNCF-placed quantizers on a fresh FP32 encoder, replaced by :class:`FixedFQ`. With ``state`` (a saved
-    student), NNCF only builds the structure (2 images) and the weights, ranges and SmoothQuant scales come from it."""
+def build_student(items: list[q.Item], subset: int = CALIB_SUBSET, log=print, state: str | None = None,
+                  float_layers: str = "tr_3"):
+    """NNCF-placed quantizers on a fresh FP32 encoder (``FLOAT_LAYERS[float_layers]`` and the norms in float),
+    replaced by :class:`FixedFQ`. With ``state`` (a saved student), NNCF only builds the structure (2 images) and the
+    weights, ranges and SmoothQuant scales come from it."""
     if state:
         subset = 2
     import nncf
@@ -99,7 +106,7 @@ def build_student(items: list[q.Item], subset: int = CALIB_SUBSET, log=print, st
     t0 = time.perf_counter()
     student = nncf.quantize(
         encoder, nncf.Dataset(data), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(data),
-        ignored_scope=nncf.IgnoredScope(patterns=list(IGNORED_PATTERNS), validate=False),
+        ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_LAYERS[float_layers] + NORM_PATTERNS), validate=False),
     )
     count = 0
     for module in student.modules():
@@ -135,13 +142,14 @@ def losses(student_emb, t_emb, decoder, boxes, t_logits, logit_weight: float):
 
 def cmd_train(args) -> int:
     train(q.calibration_items(), steps=args.steps, lr=args.lr, accum=args.accum, logit_weight=args.logit_weight,
-          subset=args.subset, out=Path(args.out), resume=args.resume, save_every=args.save_every, threads=args.threads)
+          subset=args.subset, out=Path(args.out), resume=args.resume, save_every=args.save_every, threads=args.threads,
+          float_layers=args.float_layers)
     return 0
 
 
 def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_weight: float = 1.0,
           subset: int = CALIB_SUBSET, out: Path, resume: str | None = None, save_every: int = 60,
-          threads: int = 2, stop: int | None = None) -> Path:
+          threads: int = 2, stop: int | None = None, float_layers: str = "tr_3") -> Path:
     """Fine-tune a student on ``steps`` images (cosine learning rate from ``lr`` over ``steps``), stopping after
     ``stop`` images if given; returns the last checkpoint (``student_<images>.pt`` in ``out``).
 
@@ -149,7 +157,7 @@ def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_w
     subset in its ``train_log.json``) below ``stop``, training continues after the latest one at its place in the
     schedule (with its optimiser state when saved, else a fresh Adam)."""
     config = {"steps": steps, "stop": stop, "lr": lr, "accum": accum, "logit_weight": logit_weight,
-              "subset": subset, "resume": resume}
+              "subset": subset, "resume": resume, "float_layers": float_layers}
     stop = min(stop or steps, steps)
     torch.manual_seed(0)
     torch.set_num_threads(threads)
@@ -160,7 +168,7 @@ def train(items: list[q.Item], *, steps: int, lr: float, accum: int = 4, logit_w
     init = out / f"student_0_s{subset}.pt"
     start, log = (0, []) if resume else latest_checkpoint(out, config, stop)
     state = resume or (str(out / f"student_{start}.pt") if start else str(init) if init.is_file() else None)
-    student = build_student(items, subset, state=state)
+    student = build_student(items, subset, state=state, float_layers=float_layers)
     if not init.is_file():
         torch.save(student.state_dict(), init)
     params = []
@@ -219,8 +227,8 @@ def latest_checkpoint(out: Path, config: dict, stop: int) -> tuple[int, list[dic
         saved = json.loads((out / "train_log.json").read_text())
     except (OSError, ValueError):
         return 0, []
-    keys = ("steps", "lr", "accum", "logit_weight", "subset")
-    if any(saved.get("args", {}).get(k) != config[k] for k in keys):
+    keys = ("steps", "lr", "accum", "logit_weight", "subset", "float_layers")
+    if any(saved.get("args", {}).get(k, "tr_3" if k == "float_layers" else None) != config[k] for k in keys):
         return 0, []
     done = [int(f.stem.split("_")[1]) for f in out.glob("student_*.pt") if f.stem.split("_")[1].isdigit()]
     done = [k for k in done if 0 < k < stop]
@@ -255,7 +263,7 @@ def cmd_eval(args) -> int:
     torch.set_num_threads(args.threads)
     items = q.calibration_items()
     teacher = load_teacher()
-    student = build_student(items, args.subset, state=args.ckpt)
+    student = build_student(items, args.subset, state=args.ckpt, float_layers=args.float_layers)
     val = q.val_items()[: args.images] if args.images else q.val_items()
     print(json.dumps(evaluate_torch(student, teacher, val)))
     return 0
@@ -284,21 +292,21 @@ def export_student(student, xml: Path) -> Path:
 
 def cmd_export(args) -> int:
     items = q.calibration_items()
-    student = build_student(items, args.subset, state=args.ckpt)
+    student = build_student(items, args.subset, state=args.ckpt, float_layers=args.float_layers)
     print(export_student(student, Path(args.xml)))
     return 0
 
 
 def cmd_ov_eval(args) -> int:
     """The exported IR through OpenVINO on the val split, like quantize.py's frontier (FP32 decoder, f32 execution):
-    DSC vs FP32 / vs GT, embedding error, encoder ms interleaved with the FP32 IR and the shipped tr_3 encoder."""
+    DSC vs FP32 / vs GT, embedding error, encoder ms interleaved with the FP32 IR and the shipped int8 encoder."""
     import openvino as ov
 
     enc_fp32, dec_fp32 = q.fp32_pair()
     specs = [q.PairSpec("qat", Path(args.xml), dec_fp32)]
     shipped = REPO / "medsam_edge" / "models" / "encoder_int8.xml"
     if shipped.is_file():
-        specs.append(q.PairSpec("tr_3 (shipped int8)", shipped, dec_fp32))
+        specs.append(q.PairSpec("shipped int8", shipped, dec_fp32))
     items = q.val_items()[: args.images] if args.images else q.val_items()
     results = q.evaluate(specs, items, q.PairSpec("fp32", enc_fp32, dec_fp32), runs=args.runs)
     core = ov.Core()
@@ -342,6 +350,7 @@ def main(argv=None) -> int:
     for p in (t, e, x):
         p.add_argument("--subset", type=int, default=CALIB_SUBSET)
         p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--float-layers", default="tr_3", choices=sorted(FLOAT_LAYERS))
     args = ap.parse_args(argv)
     return {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "ov-eval": cmd_ov_eval}[args.cmd](args)
 

@@ -98,6 +98,7 @@ class Recipe:
     qat_lr: float = 3e-6
     qat_accum: int = 4
     qat_stop: int = 0  # stop after this many images of the ``qat_steps`` schedule (0: run it to the end)
+    qat_float: str = "tr_3"  # layers kept in float (calibration/qat.py FLOAT_LAYERS)
     note: str = ""
 
     def describe(self) -> dict[str, Any]:
@@ -105,8 +106,9 @@ class Recipe:
         if self.kind == "none":
             out["weights"] = "fp32"
         elif self.kind == "qat":
-            out.update(placement="nncf.quantize (torch, TRANSFORMER) with stem, first expand conv and neck "
-                                 "LayerNorms in float; integer-zero-point fake quantizers",
+            kept = {"tr_3": "stem, first expand conv", "stem": "stem"}[self.qat_float]
+            out.update(placement=f"nncf.quantize (torch, TRANSFORMER) with {kept} and the LayerNorms' internals in "
+                                 "float; integer-zero-point fake quantizers",
                        subset_size=self.subset_size, fine_tuning={
                            "images": self.qat_stop or self.qat_steps, "lr": self.qat_lr,
                            "images_per_step": self.qat_accum, "optimizer": "Adam",
@@ -161,6 +163,8 @@ ENCODER_RECIPES: dict[str, Recipe] = {
                       note="quantization-aware fine-tuning against FP32, 480 calib images (calibration/qat.py)"),
     "qat_240": Recipe(kind="qat", subset_size=64, qat_steps=480, qat_stop=240,
                       note="quantization-aware fine-tuning against FP32: the first 240 images of qat_480's schedule"),
+    "qat_240_stem": Recipe(kind="qat", subset_size=64, qat_steps=480, qat_stop=240, qat_float="stem",
+                           note="qat_240 with only the stem in float (the first expand conv quantized too)"),
 }
 
 DECODER_SUBSET = 64  # images (each one batched call with all its boxes: ~320 boxes); each costs an FP32 encoder run
@@ -446,17 +450,19 @@ class Workbench:
             raise ValueError("quantization-aware fine-tuning is implemented for the encoder only")
         base = read_model_info(ov.Core().read_model(self.encoder_fp32))
         # one folder per training schedule: recipes that stop the same schedule at different points share it
+        float_tag = "" if recipe.qat_float == "tr_3" else f"_f{recipe.qat_float}"
         folder = out.parent / (f"qat_s{recipe.subset_size}_q{recipe.qat_steps}_lr{recipe.qat_lr:g}_a{recipe.qat_accum}"
-                               f"_{self.fingerprint[:12]}")
+                               f"{float_tag}_{self.fingerprint[:12]}")
         stop = recipe.qat_stop or recipe.qat_steps
         ckpt = folder / f"student_{stop}.pt"
         t0 = time.perf_counter()
         if not ckpt.is_file():
             self.log(f"fine-tuning encoder recipe {name!r} ({recipe.note}) ...")
             ckpt = qat.train(self.items, steps=recipe.qat_steps, lr=recipe.qat_lr, accum=recipe.qat_accum,
-                             subset=recipe.subset_size, out=folder, stop=stop)
+                             subset=recipe.subset_size, out=folder, stop=stop, float_layers=recipe.qat_float)
         raw, tmp = out.with_name(".raw_" + out.name), out.with_name(".tmp_" + out.name)
-        qat.export_student(qat.build_student(self.items, recipe.subset_size, state=str(ckpt)), raw)
+        qat.export_student(qat.build_student(self.items, recipe.subset_size, state=str(ckpt),
+                                             float_layers=recipe.qat_float), raw)
         model = ov.Core().read_model(raw)  # (its .bin is memory-mapped: save the tagged model under another name)
         tag_model(model, base, part, name, recipe, self.fingerprint, time.perf_counter() - t0)
         ov.save_model(model, tmp, compress_to_fp16=False)
