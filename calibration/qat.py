@@ -7,9 +7,10 @@
 
 How it works:
 
-1. NNCF places the quantizers on the torch encoder (``nncf.quantize``, TRANSFORMER type, 64 calib images) with the
-   shipped ``tr_3`` choices kept in float (stem + the first MBConv's expand conv) and, in addition, the neck's two
-   LayerNorms (an 8-bit quantizer on ``variance + eps`` rounds it to 0 and the CPU plugin's fused graph returns inf).
+1. NNCF places the quantizers on the torch encoder (``nncf.quantize``, TRANSFORMER type, 64 calib images) with
+   ``FLOAT_LAYERS[float_layers]`` kept in float (default ``tr_3``: stem + the first MBConv's expand conv) and, in
+   addition, the internals of the LayerNorms written out over channels (neck, MLPs): an 8-bit quantizer on
+   ``variance + eps`` rounds it to 0 and the CPU plugin's fused graph returns inf.
 2. Every NNCF quantizer is replaced by a fixed fake-quantizer with an integer zero point (``FixedFQ``:
    ``torch.fake_quantize_per_{tensor,channel}_affine``, the ops OpenVINO converts to FakeQuantize), initialised from
    NNCF's ranges. What is trained is exactly what is exported; NNCF's own quantizers keep a non-integer zero
