@@ -21,19 +21,20 @@ from calibration.data import load_fixtures
 from medsam_edge import Segmenter, kernels
 from medsam_edge.models import load_manifest
 from medsam_edge.prompts import Frame, check_boxes_2d
-from medsam_edge.runtime import DecoderModel, EncoderModel, Runtime, RuntimeOptions
+from medsam_edge.runtime import PRECISIONS, DecoderModel, EncoderModel, Runtime, RuntimeOptions
 
 INT8_DIR = os.environ.get("MEDSAM_EDGE_INT8_MODEL_DIR") or None
 
 # Measured with the shipped pair (INT8 encoder "qat_240" on the channels-first graph: NNCF placement +
-# quantization-aware fine-tuning against FP32, calibration/qat.py; FP32 decoder; f32 execution) on these 207 boxes at
-# 2 threads: mean DSC 0.935, 5th percentile 0.800, 2 boxes below 0.5 (the same recipe on the earlier channels-last
+# quantization-aware fine-tuning against FP32, calibration/qat.py; FP32 decoder; bf16 for the non-quantized ops) on
+# these 207 boxes at 2 threads: mean DSC 0.935, 5th percentile 0.825, 3 boxes below 0.5 (f32 for the non-quantized
+# ops: 0.935 / 0.800 / 2; the same recipe on the earlier channels-last
 # graph: 0.921 / 0.796 / 3; the "tr_3" PTQ encoder: 0.906 / 0.707 / 3; "tr_dw0": 0.896 / 0.675 / 5). The fixtures
 # share source files with the calibration set the fine-tuning saw, so the held-out val split (calibration/README.md)
 # is the accuracy figure; this is a regression gate.
 # NOTE: this is below the issue-3 target (mean >= 0.99 vs FP32); see calibration/README.md "Where the error comes
-# from". The gate guards against a *worse* re-quantization, with a margin for noise: mean -0.010, p5 -0.025, and at
-# most 4 (instead of 2) boxes below 0.5. Every earlier encoder fails it (mean 0.921 and lower), and so does a broken
+# from". The gate guards against a *worse* re-quantization, with a margin for noise: mean -0.010, p5 -0.025 of the f32
+# figures, and at most 4 boxes below 0.5. Every earlier encoder fails it (mean 0.921 and lower), and so does a broken
 # decoder (default-preset PTQ: p5 0.0 on val).
 MEAN_DSC_MIN = 0.925
 P5_DSC_MIN = 0.775
@@ -118,6 +119,7 @@ def test_manifest_int8_entry_has_gate_figures_and_fingerprint():
     assert len(gate["thread_check"]) == 4
     assert all(m["finite"] and m["nonzero"] and m["dsc_vs_2thread_latency_mean"] >= 0.98
                for m in gate["thread_check"].values())
+    assert entry["execution_precision"] == PRECISIONS["int8"][1]  # the runtime runs what was gated
     assert entry["encoder"] == "encoder_int8.xml"
     assert entry["decoder"] in ("decoder_int8.xml", "decoder_fp32c.xml")  # unquantized decoder: shared fp32 file
     # the fp16 variant (fp32/bf16 precisions) must survive the int8 manifest merge
