@@ -274,7 +274,8 @@ class MaskDecoder(nn.Module):
         grid = image_tokens.transpose(1, 2).unflatten(2, (h, w))  # (B, C, H, W)
         upscaled = self.output_upscaling(grid)  # (B, C/8, 4H, 4W)
         weights = self.output_hypernetworks_mlps[0](tokens[:, 1, :])  # (B, C/8)
-        logits = weights.unsqueeze(1) @ upscaled.flatten(2)  # (B, 1, 16*H*W)
-        logits = logits.unflatten(2, upscaled.shape[2:])
+        # per-box weighted sum over channels, on the 4D map: a (B, 1, C/8) @ (B, C/8, 16*H*W) product needs the map
+        # planar and cost the CPU plugin a full reorder of it (the largest single node at 8 boxes)
+        logits = (upscaled * weights[:, :, None, None]).sum(dim=1, keepdim=True)  # (B, 1, 4H, 4W)
         iou = self.iou_prediction_head(tokens[:, 0, :])[:, :1]
         return logits, iou
