@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -94,29 +92,6 @@ def channels_last(model):
     return model
 
 
-# ------------------------------------------------------------------------------------------------------ timing
-
-
-def interleaved(compiled: dict, x: np.ndarray, runs: int) -> dict[str, float]:
-    requests = {k: c.create_infer_request() for k, c in compiled.items()}
-    for r in requests.values():
-        for _ in range(3):
-            r.infer({0: x})
-    times = {k: [] for k in requests}
-    for _ in range(runs):
-        for k, r in requests.items():
-            t = time.perf_counter()
-            r.infer({0: x})
-            times[k].append(time.perf_counter() - t)
-    return {k: round(statistics.median(v) * 1000, 1) for k, v in times.items()}
-
-
-def compile_all(models: dict, precision: str) -> dict:
-    core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": 2, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
-    return {k: core.compile_model(m, "CPU", config) for k, m in models.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -131,7 +106,16 @@ def main(argv: list[str] | None = None) -> int:
               "channels_last": convert.convert_encoder(channels_last(load_litemedsam(checkpoint)))}
     items = q.calibration_items()[: args.calib]
     x = items[0].tensor
-    f32 = compile_all(models, "f32")
+
+    def compiled(graphs: dict, precision: str) -> dict:
+        core = ov.Core()
+        return {k: q.compile_model(m, precision=precision, core=core) for k, m in graphs.items()}
+
+    def timed(graphs: dict) -> dict[str, float]:  # interleaved run by run (calibration/quantize.py's bench)
+        medians = q.bench({k: (c, {0: x}) for k, c in graphs.items()}, runs=args.runs)
+        return {k: round(v, 1) for k, v in medians.items()}
+
+    f32 = compiled(models, "f32")
     outs = {k: c.create_infer_request().infer({0: x})[0].copy() for k, c in f32.items()}
     ref = outs["channels_last"]
     rel = float(np.linalg.norm(outs["channels_first"] - ref) / np.linalg.norm(ref))
@@ -140,15 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the two graphs disagree: not the same network")
     result: dict = {"embedding_rel_l2_f32": rel, "runs": args.runs, "threads": 2, "hint": "LATENCY",
                     "openvino": ov.__version__, "machine": platform.processor() or platform.machine(), "ms": {}}
-    result["ms"]["f32"] = interleaved(f32, x, args.runs)
+    result["ms"]["f32"] = timed(f32)
     del f32
-    result["ms"]["bf16"] = interleaved(compile_all(models, "bf16"), x, args.runs)
+    result["ms"]["bf16"] = timed(compiled(models, "bf16"))
     import nncf
 
     data = nncf.Dataset([it.tensor for it in items])
     quantized = {k: nncf.quantize(m, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items))
                  for k, m in models.items()}
-    result["ms"]["int8 (PTQ, f32 rest)"] = interleaved(compile_all(quantized, "f32"), x, args.runs)
+    result["ms"]["int8 (PTQ, f32 rest)"] = timed(compiled(quantized, "f32"))
     result["int8_calibration_images"] = len(items)
     for mode, row in result["ms"].items():
         row["ratio"] = round(row["channels_first"] / row["channels_last"], 3)
