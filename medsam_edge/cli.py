@@ -346,16 +346,20 @@ def cmd_info(args) -> int:
 
     from . import __version__, kernels
     from .models import MODEL_DIR, load_manifest
-    from .runtime import core, default_cache_root
+    from .runtime import core, cpu_features, default_cache_root, execution_plan
 
     info = {
         "medsam_edge": __version__,
         "python": platform.python_version(),
         "openvino": ov.get_version(),
         "devices": core().available_devices,
+        "cpu": cpu_features()["model"],
+        "cpu_features": {flag: flag in cpu_features()["flags"]
+                         for flag in ("avx2", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")},
+        "precisions": execution_plan(),
         "kernels": kernels.BACKEND,
         "model_dir": str(MODEL_DIR),
-        "cache_dir": str(default_cache_root() / "ov_cache"),
+        "cache_dir": str(default_cache_root() / "compiled"),
     }
     try:
         info["nncf"] = md.version("nncf")

@@ -27,6 +27,10 @@ class ModelFileError(MedsamEdgeError, OSError):
     """A model file is missing, truncated or does not match its manifest checksum."""
 
 
+class ModelCheckError(MedsamEdgeError, RuntimeError):
+    """A compiled model failed its golden-input self-check (it would give wrong masks); see medsam_edge.selfcheck."""
+
+
 class UnreadableFileError(MedsamEdgeError, OSError):
     """An input file does not exist, is a directory, is truncated, corrupt, or of an unsupported format."""
 

@@ -8,10 +8,17 @@ output that is kept is copied).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import shutil
+import tempfile
 import threading
+import time
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -58,7 +65,7 @@ class RuntimeOptions:
         precision: "int8", "fp32" or "bf16" (see :data:`PRECISIONS`).
         threads: ``INFERENCE_NUM_THREADS``; None leaves OpenVINO's default (all cores).
         performance_hint: "LATENCY" (default) or "THROUGHPUT"/"CUMULATIVE_THROUGHPUT".
-        cache_dir: OpenVINO compiled-model cache folder; None disables caching.
+        cache_dir: medsam_edge's compiled-model cache folder (keyed entries, see :class:`Runtime`); None disables it.
     """
 
     device: str = "CPU"
@@ -106,10 +113,10 @@ def core():
 
 
 def resolve_cache_dir(cache_dir) -> str | None:
-    """DEFAULT -> ``<cache root>/ov_cache``; None/"" -> None; a path is created if needed (None if it can't be)."""
+    """DEFAULT -> ``<cache root>/compiled``; None/"" -> None; a path is created if needed (None if it can't be)."""
     if cache_dir is None or cache_dir == "" or cache_dir is False:
         return None
-    path = default_cache_root() / "ov_cache" if cache_dir is DEFAULT else Path(cache_dir).expanduser()
+    path = default_cache_root() / "compiled" if cache_dir is DEFAULT else Path(cache_dir).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -118,11 +125,94 @@ def resolve_cache_dir(cache_dir) -> str | None:
     return str(path)
 
 
-class Runtime:
-    """Compiles IR files with one consistent set of options."""
+#: bump when the layout or the meaning of a cache entry changes
+CACHE_FORMAT = 1
+#: CPU flags that decide which kernels OpenVINO's CPU plugin runs (and so what a compiled blob contains)
+CPU_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+             "amx_int8", "amx_fp16")
 
-    def __init__(self, options: RuntimeOptions) -> None:
+
+@lru_cache(maxsize=1)
+def cpu_features() -> dict:
+    """``{"model": name, "flags": [...]}`` of this machine's CPU (Linux ``/proc/cpuinfo``; elsewhere name only)."""
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name":
+                    name = value.strip()
+                elif key == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return {"model": name, "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+def execution_plan(device: str = "CPU") -> dict[str, str]:
+    """What each precision executes as on this machine's CPU (from its ISA flags and OpenVINO's capabilities)."""
+    flags = set(cpu_features()["flags"])
+    try:
+        caps = {str(c).upper() for c in core().get_property(device, "OPTIMIZATION_CAPABILITIES")}
+    except Exception:  # noqa: BLE001 - device not available: judge from the flags alone
+        caps = {"FP32", "INT8"} | ({"BF16"} if {"avx512_bf16", "amx_bf16"} & flags else set())
+    f32 = "f32 (AVX-512)" if "avx512f" in flags else "f32 (AVX2)" if "avx2" in flags else "f32"
+    if "BF16" in caps:
+        bf16 = "bf16 on AMX-BF16 tiles" if "amx_bf16" in flags else "bf16 on AVX-512 BF16"
+    else:
+        bf16 = None
+    if "amx_int8" in flags:
+        int8 = "AMX-INT8"
+    elif "avx512_vnni" in flags:
+        int8 = "AVX-512 VNNI"
+    elif "avx_vnni" in flags:
+        int8 = "AVX-VNNI"
+    else:
+        int8 = "AVX2 without VNNI (slow int8)"
+    rest = bf16 or f32
+    return {
+        "fp32": f"{f32}, FP16+residual weights folded to f32",
+        "bf16": f"{bf16}, FP16-stored weights" if bf16 else f"{f32} (no bf16 on this CPU: like fp32, FP16 weights)",
+        "int8": f"quantized convolutions/matmuls in int8 on {int8}; the other ops in {rest}",
+    }
+
+
+def _file_digest(path: Path, known: dict | None) -> dict:
+    """Identity of one model file for the cache key: the manifest's sha256 when known, else computed; + size/mtime."""
+    stat = path.stat()
+    digest = (known or {}).get(path.name)
+    if digest is None:
+        from .models import sha256_of
+
+        digest = sha256_of(path)
+    return {"name": path.name, "sha256": digest, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+class Runtime:
+    """Compiles IR files with one consistent set of options, through medsam_edge's own compiled-model cache.
+
+    Why not OpenVINO's ``CACHE_DIR``: in OpenVINO 2026.4 (CPU plugin) the cache key of a model reshaped in memory
+    does not include ``INFERENCE_PRECISION_HINT`` (and compiling from the file path collides too), so a blob compiled
+    at f32 was served to a bf16 compile of the same decoder, and on an AMX CPU (Sapphire Rapids) that blob then
+    returned garbage (IoU 0.2451 for every box) without an error, for every later process reading the folder. So the
+    cache is keyed here: one entry folder per (model files' sha256, static shapes, device and its name, this CPU's
+    model and ISA flags, every compile property we set, OpenVINO version, cache format); an entry holds exactly one
+    blob (``compiled.export_model``), written atomically only after the freshly compiled model passed its golden
+    self-check (:mod:`medsam_edge.selfcheck`), and read back with ``core.import_model`` under the same properties.
+    Two configurations that differ in anything therefore never share a blob, and a blob on disk has passed the check.
+
+    ``log`` lists what each :meth:`compile` did (source "compiled" or "cache", seconds, self-check figures).
+    """
+
+    def __init__(self, options: RuntimeOptions, digests: dict | None = None, golden: Path | None = None) -> None:
         self.options = options
+        self.digests = digests  # {file name: sha256} known from the manifest (saves hashing the files again)
+        self.golden = golden
+        self.log: list[dict] = []
 
     def compile_properties(self) -> dict:
         opts = self.options
@@ -132,16 +222,59 @@ class Runtime:
         }
         if opts.threads is not None:
             props["INFERENCE_NUM_THREADS"] = opts.threads
-        if opts.cache_dir:
-            props["CACHE_DIR"] = opts.cache_dir
         return props
 
-    def compile(self, xml_path: Path, shapes: dict | None = None):
-        """Read and compile one IR; errors become :class:`ModelFileError` naming the file.
+    def cache_entry(self, xml_path: Path, shapes: dict | None = None) -> Path | None:
+        """The cache entry folder of this model under these options (None: caching off)."""
+        if not self.options.cache_dir:
+            return None
+        import openvino as ov
+
+        xml_path = Path(xml_path)
+        try:
+            device_name = str(core().get_property(self.options.device, "FULL_DEVICE_NAME"))
+        except Exception:  # noqa: BLE001 - an unknown device fails later, at compile time, with a clear error
+            device_name = "?"
+        key = {
+            "format": CACHE_FORMAT,
+            "openvino": ov.get_version(),
+            "device": self.options.device,
+            "device_name": device_name,
+            "cpu": cpu_features(),
+            "files": [_file_digest(xml_path, self.digests), _file_digest(xml_path.with_suffix(".bin"), self.digests)],
+            "shapes": {k: list(v) for k, v in sorted((shapes or {}).items())},
+            "properties": {k: str(v) for k, v in sorted(self.compile_properties().items())},
+        }
+        text = json.dumps(key, sort_keys=True)
+        return Path(self.options.cache_dir) / f"{xml_path.stem}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+    def compile(self, xml_path: Path, shapes: dict | None = None, check: str | None = None):
+        """Read and compile one IR (or import its verified blob from the cache); errors name the file.
 
         ``shapes`` ({input name: static shape}) reshapes the model before compiling: a static shape lets the CPU
         plugin plan and reuse its working memory (a dynamic-batch decoder allocates ~45 MB more per box in a call).
+        ``check`` ("encoder" / "decoder" / None) runs the golden self-check on a fresh compile and refuses a model
+        outside the tolerance of this precision (:class:`~medsam_edge.errors.ModelCheckError`).
         """
+        t0 = time.perf_counter()
+        entry = self.cache_entry(xml_path, shapes)
+        compiled = self._import(entry) if entry is not None else None
+        if compiled is not None:
+            self.log.append({"model": Path(xml_path).name, "shapes": shapes, "source": "cache",
+                             "seconds": time.perf_counter() - t0})
+            return compiled
+        compiled = self._compile(Path(xml_path), shapes)
+        t1 = time.perf_counter()
+        measured = self._self_check(compiled, Path(xml_path), check) if check else None
+        check_seconds = time.perf_counter() - t1
+        if entry is not None:
+            self._store(entry, compiled, {"model": Path(xml_path).name, "shapes": shapes, "self_check": measured})
+        self.log.append({"model": Path(xml_path).name, "shapes": shapes, "source": "compiled",
+                         "seconds": time.perf_counter() - t0, "self_check": measured,
+                         "self_check_seconds": check_seconds if check else 0.0})
+        return compiled
+
+    def _compile(self, xml_path: Path, shapes: dict | None):
         ov_core = core()
         props = self.compile_properties()
         try:
@@ -162,6 +295,66 @@ class Runtime:
             raise ModelFileError(f"OpenVINO could not read/compile model file {xml_path}: {text}") from exc
         except Exception as exc:  # pragma: no cover - unexpected OpenVINO failure types
             raise ModelFileError(f"OpenVINO could not read/compile model file {xml_path}: {exc}") from exc
+
+    def _self_check(self, compiled, xml_path: Path, kind: str) -> dict:
+        from . import selfcheck
+        from .models import MODEL_DIR
+
+        golden = self.golden or MODEL_DIR / selfcheck.GOLDEN_NAME
+        if kind == "encoder":
+            def run(tensor):
+                return compiled({0: tensor})[compiled.outputs[0]]
+            boxes_per_call = 1
+        else:
+            shape = compiled.input("boxes").get_partial_shape()
+            boxes_per_call = int(shape[0].get_length()) if shape.is_static else 4
+
+            def run(embedding, boxes):
+                out = compiled({"embedding": embedding, "boxes": boxes})
+                return out[compiled.output("low_res_logits")], out[compiled.output("iou")]
+        return selfcheck.check(kind, run, golden, self.options.precision, self.options.device, xml_path.name,
+                               boxes_per_call)
+
+    def _import(self, entry: Path):
+        blob = entry / BLOB_NAME
+        if not blob.is_file():
+            return None
+        try:
+            data = blob.read_bytes()
+            return core().import_model(data, self.options.device, self.compile_properties())
+        except Exception as exc:  # noqa: BLE001 - an unreadable entry is dropped and the model compiled afresh
+            warnings.warn(f"dropping compiled-model cache entry {entry} ({exc}); compiling again",
+                          RuntimeWarning, stacklevel=4)
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
+
+    def _store(self, entry: Path, compiled, facts: dict) -> None:
+        """Write the entry's description, then its blob (blob last: a blob on disk means a complete, checked entry)."""
+        import io
+
+        try:
+            entry.mkdir(parents=True, exist_ok=True)
+            stream = io.BytesIO()
+            compiled.export_model(stream)
+            _write_atomic(entry / "entry.json", json.dumps(facts, indent=2, default=str).encode())
+            _write_atomic(entry / BLOB_NAME, stream.getvalue())
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs time
+            warnings.warn(f"compiled-model cache entry {entry} not written ({exc})", RuntimeWarning, stacklevel=4)
+
+
+BLOB_NAME = "model.blob"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class EncoderModel:

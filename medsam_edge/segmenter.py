@@ -92,7 +92,9 @@ class Segmenter:
         device: OpenVINO device name, default "CPU"; any name OpenVINO knows passes through.
         threads: inference threads (None: OpenVINO's default, all cores).
         performance_hint: "LATENCY" (default) or "THROUGHPUT".
-        cache_dir: OpenVINO compiled-model cache folder; default under the user cache dir
+        cache_dir: compiled-model cache folder (medsam_edge's own keyed cache: one entry per model file, shapes,
+            device, CPU, compile properties and OpenVINO version, written only after the model passed its golden
+            self-check; see :class:`medsam_edge.runtime.Runtime`); default under the user cache dir
             (``$MEDSAM_EDGE_CACHE``, ``$XDG_CACHE_HOME/medsam_edge`` or ``~/.cache/medsam_edge``); None disables it.
         model_dir: folder with IR files and a ``manifest.json`` (default: the files shipped in the package).
         verify_models: check every model file's sha256 against the manifest before loading (default True).
@@ -133,11 +135,12 @@ class Segmenter:
             cache_dir=resolve_cache_dir(cache_dir),
         )
         self.models = resolve_models(self.options.variant, model_dir, verify=verify_models)
-        runtime = Runtime(self.options)
-        self._encoder = EncoderModel(runtime.compile(self.models.encoder_xml))
+        runtime = Runtime(self.options, digests=self.models.digests, golden=self.models.golden)
+        self.runtime = runtime
+        self._encoder = EncoderModel(runtime.compile(self.models.encoder_xml, check="encoder"))
         self._decoder = DecoderModel(
-            runtime.compile(self.models.decoder_xml, DECODER_SHAPES),
-            wide=lambda: runtime.compile(self.models.decoder_xml, WIDE_DECODER_SHAPES),
+            runtime.compile(self.models.decoder_xml, DECODER_SHAPES, check="decoder"),
+            wide=lambda: runtime.compile(self.models.decoder_xml, WIDE_DECODER_SHAPES, check="decoder"),
         )
         self._input = np.zeros((1, 3, kernels.TARGET, kernels.TARGET), dtype=np.float32)
         self._state: ImageState | None = None
@@ -284,4 +287,5 @@ class Segmenter:
             "kernels": kernels.BACKEND,
             "volume_strategy": self.volume_strategy,
             "refine": None if self.refine is None else repr(self.refine),
+            "compiled_models": [dict(entry) for entry in self.runtime.log],
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -125,6 +126,12 @@ def test_help_and_info():
     info = json.loads(proc.stdout)
     assert info["kernels"] in ("native", "numpy") and "CPU" in info["devices"]
     assert "encoder_fp16.bin" in info["models"]
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []
+    assert info["cpu_features"] == {f: f in flags for f in info["cpu_features"]}
+    assert {"amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni"} <= set(info["cpu_features"])
+    assert set(info["precisions"]) == {"fp32", "bf16", "int8"}
+    assert ("bf16 on" in info["precisions"]["bf16"]) == (info["cpu_features"]["avx512_bf16"]
+                                                         or info["cpu_features"]["amx_bf16"])
 
 
 def test_eval_command(tmp_path):

@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelFileError
 
 MODEL_DIR = Path(__file__).resolve().parent
 MANIFEST_NAME = "manifest.json"
+GOLDEN_NAME = "golden.npz"  # medsam_edge.selfcheck's inputs and expected outputs
 REGENERATE_HINT = (
     "reinstall medsam_edge, or regenerate the files with `python calibration/build_models.py` "
     "(needs the export extra: pip install 'medsam_edge[export]')"
@@ -45,6 +46,10 @@ class ModelPair:
     variant: str
     encoder_xml: Path
     decoder_xml: Path
+    #: {file name: sha256} of the pair's files as the manifest lists them (checked against the files when verified)
+    digests: dict = field(default_factory=dict, compare=False)
+    #: the self-check's golden file (medsam_edge.selfcheck), verified like the IR files
+    golden: Path | None = None
 
 
 def load_manifest(model_dir: str | os.PathLike | None = None) -> dict:
@@ -97,11 +102,20 @@ def resolve(variant: str, model_dir: str | os.PathLike | None = None, verify: bo
                 verify_file(folder / name, files[name])
             elif not (folder / name).is_file():
                 raise ModelFileError(f"model file {folder / name} is missing; {REGENERATE_HINT}")
-    return ModelPair(variant, folder / info["encoder"], folder / info["decoder"])
+    digests = {}
+    for part in ("encoder", "decoder"):
+        for name in (info[part], info[part][: -len(".xml")] + ".bin"):
+            digests[name] = files[name]["sha256"]
+    golden = None
+    if GOLDEN_NAME in files:
+        golden = folder / GOLDEN_NAME
+        if verify:
+            verify_file(golden, files[GOLDEN_NAME])
+    return ModelPair(variant, folder / info["encoder"], folder / info["decoder"], digests, golden)
 
 
 def write_manifest(model_dir: str | os.PathLike, variants: dict, source: dict, extra: dict | None = None) -> Path:
-    """(Re)write ``manifest.json`` listing every ``*.xml``/``*.bin`` in ``model_dir`` with size and sha256.
+    """(Re)write ``manifest.json`` listing every ``*.xml``/``*.bin``/``*.npz`` (the self-check's golden file) in ``model_dir`` with size and sha256.
 
     ``variants`` maps a variant name to at least ``{"encoder": "<file>.xml", "decoder": "<file>.xml"}`` plus any facts
     (gate figures, calibration fingerprint). ``source`` describes the checkpoint (package, file, sha256).
@@ -109,7 +123,7 @@ def write_manifest(model_dir: str | os.PathLike, variants: dict, source: dict, e
     folder = Path(model_dir)
     files = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix in (".xml", ".bin"):
+        if path.suffix in (".xml", ".bin", ".npz"):
             files[path.name] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
     manifest = {"format": 1, "source": source, "variants": variants, "files": files}
     if extra:
