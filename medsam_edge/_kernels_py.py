@@ -1,7 +1,9 @@
 """NumPy/OpenCV twin of the native kernels (``medsam_edge._native``).
 
 This module *defines* the semantics; the C++ kernels in ``csrc/`` must give the same answers (tests compare them).
-All functions are pure: they validate nothing beyond what they need (the public API validates first).
+No function keeps state; ``preprocess`` writes into a caller-given ``out`` buffer and ``paste_masks`` into the
+caller's label slices, the others return new arrays. They validate nothing beyond what they need (the public API
+validates first).
 
 Conventions
 -----------

@@ -55,5 +55,5 @@ def paste_masks(
     """One slice of the 3D loop: each box's upsampled, thresholded mask raises ``labels`` (H, W) uint16 in place to
     ``values[k]``; returns the next slice's boxes in 256 space ((B, 4) int64, -1 rows where the mask resized with the
     reference rule is empty; mask value ``marks[k]``) and a ``(y0, x0, bool crop)`` per box (None when empty).
-    Values must be in [0, 65535], marks in [0, 255]. Releases the GIL.
+    Values must be in [1, 65535], marks in [1, 255] (0 is refused: it would be background). Releases the GIL.
     """

@@ -265,9 +265,25 @@ def _apply_percentiles(arr: np.ndarray, bounds: tuple[float, float] | None, matc
     return out
 
 
-def slice_converter(volume: object, window: Window | None = None):
-    """``f(z) -> uint8 slice`` equal to ``window_ct(volume, window)[z]`` (``window`` given) or
-    ``percentile_normalize(volume)[z]`` (no window), without converting the whole volume.
+def choose_window(modality: str | None = None, window: Window | None = None) -> Window | None:
+    """The one intensity rule for data that is not uint8 (used by the library and the CLI alike).
+
+    ``window`` given (preset name or ``(width, level)``): that CT window. Else ``modality`` ``"CT"``
+    (case-insensitive, e.g. the DICOM Modality tag): the default ``"abdomen"`` window (400, 40). Else ``None``: the
+    0.5-99.5 percentile rule of non-zero voxels (MR, PET, ultrasound, unknown).
+    """
+    if modality is not None and not isinstance(modality, str):
+        raise ConfigurationError(f"modality must be a string such as 'CT' or 'MR' (or None), got {modality!r}")
+    if window is not None:
+        return window
+    if modality is not None and modality.strip().upper() == "CT":
+        return DEFAULT_CT_WINDOW
+    return None
+
+
+def slice_converter(volume: object, window: Window | None = None, modality: str | None = None):
+    """``f(z) -> uint8 slice`` equal to ``to_uint8(volume, modality, window)[z]`` (the rule of
+    :func:`choose_window`: a CT window, or the percentile rule), without converting the whole volume.
 
     The percentile bounds need every voxel, so they are computed once here (memory: the non-zero values, at the
     volume's own dtype); each slice is then scaled on its own, which gives the same bytes as converting the volume at
@@ -276,6 +292,7 @@ def slice_converter(volume: object, window: Window | None = None):
     arr = _numeric_input(volume, "volume")
     if arr.ndim != 3:
         raise InvalidImageError(f"volume must be (z, y, x), got shape {arr.shape}")
+    window = choose_window(modality, window)
     if window is not None:
         resolve_window(window)  # fail now, not on the first slice
         return lambda z: window_ct(arr[z], window)
@@ -292,7 +309,7 @@ def to_uint8(
 ) -> np.ndarray:
     """Bring any image or volume to uint8 with the rule that fits its modality.
 
-    Rules, in order:
+    Rules, in order (2-4 are :func:`choose_window`):
     1. a uint8 array is returned unchanged (the same object; no copy), whatever ``modality``/``window`` say;
     2. ``window`` given (preset name or ``(width, level)``): CT windowing with it;
     3. ``modality`` ``"CT"`` (case-insensitive, e.g. the DICOM Modality tag): CT windowing with the default
@@ -301,8 +318,7 @@ def to_uint8(
 
     Shapes are kept ((y, x), (y, x, c), (z, y, x), ...). ``match_upstream`` is passed on to the chosen function.
     """
-    if modality is not None and not isinstance(modality, str):
-        raise ConfigurationError(f"modality must be a string such as 'CT' or 'MR' (or None), got {modality!r}")
+    window = choose_window(modality, window)
     if isinstance(array, np.ndarray) and array.dtype == np.uint8:
         return array
     arr = np.asarray(array)
@@ -310,6 +326,4 @@ def to_uint8(
         return arr
     if window is not None:
         return window_ct(arr, window, match_upstream=match_upstream)
-    if modality is not None and modality.strip().upper() == "CT":
-        return window_ct(arr, DEFAULT_CT_WINDOW, match_upstream=match_upstream)
     return percentile_normalize(arr, match_upstream=match_upstream)

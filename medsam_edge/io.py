@@ -793,6 +793,23 @@ def read_image(path: PathLike, *, max_npz_bytes: int = DEFAULT_MAX_NPZ_BYTES) ->
         ) from exc
 
 
+def open_volume(source: object) -> LoadedImage:
+    """One way in for a volume: a (z, y, x) array, a SimpleITK image, a :class:`LoadedImage` or a path.
+
+    Returns a :class:`LoadedImage` with the data, the geometry (SimpleITK images and medical files), the boxes
+    (challenge ``.npz``) and the modality (DICOM), so that the library and the CLI apply the same intensity rule
+    (:func:`medsam_edge.intensity.choose_window`). Arrays are not copied and not checked here (the segmenter does).
+    """
+    if isinstance(source, LoadedImage):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return read_image(source)
+    if isinstance(source, sitk.Image):
+        return LoadedImage(array=sitk.GetArrayFromImage(source), kind="3d" if source.GetDimension() == 3 else "2d",
+                           source="<SimpleITK image>", format="sitk", geometry=Geometry.from_sitk(source))
+    return LoadedImage(array=source, kind="3d", source="<array>", format="array")  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------------------------------- writing
 def _as_labels(labels: object, what: str = "labels") -> np.ndarray:
     """``labels`` as a C-contiguous uint16 array; refuse non-integer dtypes, values outside 0..65535, bad shapes."""

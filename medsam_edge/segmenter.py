@@ -7,7 +7,6 @@ and :meth:`Segmenter.predict` decodes any number of boxes against that embedding
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 
@@ -30,24 +29,6 @@ from .runtime import (
 )
 from .volume import STRATEGIES, SliceSource, VolumeResult, check_boxes_3d, check_volume
 from .volume import segment_volume as run_volume
-
-
-def _load_volume(volume):
-    """(array (z, y, x), geometry or None, boxes or None) from an array, a SimpleITK image or a path."""
-    if isinstance(volume, np.ndarray):
-        return volume, None, None
-    if isinstance(volume, (str, os.PathLike)):
-        from .io import read_image
-
-        loaded = read_image(volume)
-        return loaded.array, loaded.geometry, loaded.boxes
-    if type(volume).__name__ == "Image" and type(volume).__module__.startswith("SimpleITK"):
-        import SimpleITK as sitk
-
-        from .io import Geometry
-
-        return sitk.GetArrayFromImage(volume), Geometry.from_sitk(volume), None
-    return volume, None, None
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -216,17 +197,21 @@ class Segmenter:
         *,
         strategy: str | None = None,
         window=None,
+        modality: str | None = None,
         cache_slices: int = 16,
         progress=None,
     ) -> VolumeResult:
         """Segment a 3D volume from 3D boxes.
 
         Args:
-            volume: a (z, y, x) array, a SimpleITK image or a file path (NIfTI, NRRD, MHA, DICOM folder, challenge
-                ``.npz``). uint8 volumes are used as they are (the challenge's prepared intensities). Other dtypes are
-                mapped to uint8 first: with ``window`` (a CT preset name such as "abdomen", "lung", "brain",
-                "mediastinum", or a (width, level) pair) by CT windowing, otherwise by the 0.5-99.5 percentile rule
-                of non-zero voxels (MR and others). See :mod:`medsam_edge.intensity`.
+            volume: a (z, y, x) array, a SimpleITK image, a :class:`medsam_edge.io.LoadedImage` or a file path
+                (NIfTI, NRRD, MHA, DICOM folder, challenge ``.npz``), read by :func:`medsam_edge.io.open_volume`.
+                uint8 volumes are used as they are (the challenge's prepared intensities). Other dtypes are mapped to
+                uint8 slice by slice with the rule of :func:`medsam_edge.intensity.choose_window` (the CLI uses the
+                same): ``window`` given (a CT preset name such as "abdomen", "lung", "brain", "mediastinum", or a
+                (width, level) pair) -> that CT window; else modality CT (``modality``, or the file's DICOM
+                Modality tag) -> the abdomen window; else the 0.5-99.5 percentile rule of non-zero voxels.
+            modality: e.g. "CT" or "MR"; default: what the file says (DICOM), else unknown.
             boxes: (N, 6) ``[x_min, y_min, z_min, x_max, y_max, z_max]`` in voxels, z inclusive (challenge order).
                 A challenge ``.npz`` path brings its own boxes when ``boxes`` is None.
             strategy: "slicewise" or "propagate" (the official loop); default: this segmenter's ``volume_strategy``
@@ -238,9 +223,12 @@ class Segmenter:
             :class:`VolumeResult` with the uint16 label map, per-box masks on demand and the geometry (spacing, origin
             and direction in ITK (x, y, z) order; ``geometry.spacing_zyx`` matches the array axes).
         """
-        array, geometry, file_boxes = _load_volume(volume)
+        from .io import open_volume
+
+        loaded = open_volume(volume)
+        array, geometry = loaded.array, loaded.geometry
         if boxes is None:
-            boxes = file_boxes
+            boxes = loaded.boxes
         if boxes is None:
             raise InvalidBoxError("boxes are required: (N, 6) [x_min, y_min, z_min, x_max, y_max, z_max]")
         array = check_volume(array)
@@ -253,7 +241,7 @@ class Segmenter:
         if array.dtype != np.uint8:  # converted slice by slice when the loop reads it, never as a whole volume
             from .intensity import slice_converter
 
-            array = SliceSource(array, slice_converter(array, window))
+            array = SliceSource(array, slice_converter(array, window, modality or loaded.modality))
 
         def encode(slice2d: np.ndarray) -> np.ndarray:
             tensor, _ = kernels.preprocess(slice2d, self._input)

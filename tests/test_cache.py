@@ -198,3 +198,35 @@ def test_cpu_features_lists_known_flags():
     flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
     for flag in ("avx2", "avx512_bf16", "amx_int8", "avx_vnni", "avx512_vnni"):
         assert (flag in features["flags"]) == (flag in flags), flag
+
+
+def test_golden_file_is_what_the_builder_makes(tmp_path):
+    """The shipped golden outputs are the checkpoint's network in torch (calibration/build_golden.py)."""
+    pytest.importorskip("torch")
+    from calibration.build_golden import build
+
+    out = tmp_path / GOLDEN_NAME
+    build(out)
+    made, shipped = load_golden(str(out)), load_golden(str(MODEL_DIR / GOLDEN_NAME))
+    assert np.array_equal(made.image_u8, shipped.image_u8) and np.array_equal(made.boxes, shipped.boxes)
+    ref = shipped.embedding_pool4
+    assert np.linalg.norm(made.embedding_pool4 - ref) / np.linalg.norm(ref) < 1e-5
+    assert min(_dice(a, b) for a, b in zip(made.masks, shipped.masks)) >= 0.999
+    assert np.abs(made.iou - shipped.iou).max() < 1e-4
+    assert 50 < shipped.masks.reshape(4, -1).sum(1).min()  # real targets, not empty masks
+
+
+def test_golden_file_is_verified_like_the_models(tmp_path):
+    import shutil
+
+    from medsam_edge import ModelFileError
+
+    for path in MODEL_DIR.iterdir():
+        if path.name.startswith(("encoder_fp16", "decoder_fp16")) or path.name in ("manifest.json", GOLDEN_NAME):
+            shutil.copy(path, tmp_path / path.name)
+    assert resolve("fp16", tmp_path).golden == tmp_path / GOLDEN_NAME
+    with open(tmp_path / GOLDEN_NAME, "r+b") as handle:
+        handle.seek(200)
+        handle.write(b"\xff\xfe")
+    with pytest.raises(ModelFileError, match="golden.npz"):
+        resolve("fp16", tmp_path)
