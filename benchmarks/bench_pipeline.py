@@ -417,7 +417,7 @@ def run_accuracy(samples, pipelines: dict, official_cases: list[str], aliases: d
             pipe = pipelines[key]
             fn = pipe.run3d if s.is_3d else pipe.run2d
             if s.is_3d and key in timers:
-                with instrumented(pipe.segmenter, timers[key]):
+                with instrumented(pipe, timers[key]):
                     labels, wall, cpu = _timed(fn, s.image, s.boxes)
                 totals[key] += wall
             else:
@@ -480,23 +480,28 @@ class StageTimer:
 
 
 @contextmanager
-def instrumented(segmenter, timer: StageTimer):
-    """Time encoder/decoder calls (OpenVINO + output copy) and the pre/post kernels of one Segmenter."""
-    from medsam_edge import kernels
+def instrumented(pipe, timer: StageTimer):
+    """Time encoder/decoder calls (OpenVINO + output copy) and the pre/post kernels of ``pipe.segmenter``.
+
+    The pipeline runs, meanwhile, on a Segmenter built on the same engine with timed models (``Engine.wrapped``), so
+    every model call is counted, the ROI zoom's included."""
+    from medsam_edge import Segmenter, kernels
 
     names = ("preprocess", "postprocess", "box_from_mask")
     saved = {n: getattr(kernels, n) for n in names}
-    encoder, decoder = segmenter._encoder, segmenter._decoder
+    segmenter = pipe.segmenter
+    labels = {"encoder": "encoder (OpenVINO + copy)", "decoder": "decoder (OpenVINO + copy)"}
+    timed = Segmenter(engine=segmenter.engine.wrapped(lambda name, fn: timer.wrap(labels[name], fn)),
+                      volume_strategy=segmenter.volume_strategy, refine=segmenter.refine)
     try:
         for n in names:
             setattr(kernels, n, timer.wrap(n, saved[n]))
-        segmenter._encoder = timer.wrap("encoder (OpenVINO + copy)", encoder)
-        segmenter._decoder = timer.wrap("decoder (OpenVINO + copy)", decoder)
+        pipe.segmenter = timed
         yield timer
     finally:
         for n in names:
             setattr(kernels, n, saved[n])
-        segmenter._encoder, segmenter._decoder = encoder, decoder
+        pipe.segmenter = segmenter
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -641,7 +646,7 @@ def rss_child(key: str, volume_path: str, boxes_json: str) -> dict:
     t0 = time.perf_counter()
     if isinstance(pipe, EdgePipeline) and key in ("default", "int8"):
         timer = StageTimer()
-        with instrumented(pipe.segmenter, timer):
+        with instrumented(pipe, timer):
             labels = pipe.run3d(volume, boxes)
         run_s = time.perf_counter() - t0
         stages = timer.report(run_s)

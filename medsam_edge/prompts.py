@@ -133,3 +133,7 @@ class Frame:
         """(N, 4) XYXY original pixels -> (N, 4) float32 in 256 space, floored like the reference
         (``int(coord * (256 / max(H, W)))``)."""
         return np.floor(np.asarray(boxes, dtype=np.float64) * self.ratio).astype(np.float32)
+
+    def boxes_from_model(self, boxes256: np.ndarray) -> np.ndarray:
+        """(N, 4) boxes in 256 space -> (N, 4) float64 in original pixels (the inverse scale, no rounding)."""
+        return np.asarray(boxes256, dtype=np.float64) / self.ratio

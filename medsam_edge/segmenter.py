@@ -14,19 +14,10 @@ import numpy as np
 
 from . import kernels
 from .errors import ConfigurationError, InvalidBoxError, NotReadyError
-from .models import resolve as resolve_models
+from .engine import Engine
 from .prompts import Frame, check_boxes_2d, check_image
 from .refine import VolumeZoom, Zoom, ZoomOptions, check_refine
-from .runtime import (
-    DECODER_SHAPES,
-    DEFAULT,
-    WIDE_DECODER_SHAPES,
-    DecoderModel,
-    EncoderModel,
-    Runtime,
-    RuntimeOptions,
-    resolve_cache_dir,
-)
+from .runtime import DEFAULT, RuntimeOptions, resolve_cache_dir
 from .volume import STRATEGIES, SliceSource, VolumeResult, check_boxes_3d, check_volume
 from .volume import segment_volume as run_volume
 
@@ -86,6 +77,8 @@ class Segmenter:
         refine: None (default: the reference pipeline), "zoom" or a :class:`medsam_edge.refine.ZoomOptions`: ROI zoom,
             an opt-in accuracy booster for small targets (one more encoder call per image or slice, at most 2x the
             time); each zoomed box keeps the mask with the larger predicted IoU. See :mod:`medsam_edge.refine`.
+        engine: a ready :class:`medsam_edge.engine.Engine` (e.g. one shared by several segmenters, or wrapped by a
+            timer) instead of compiling one; the runtime options are then the engine's.
 
     One instance may be shared by threads: calls are serialised by an internal lock. For parallel throughput use one
     instance per thread.
@@ -103,6 +96,7 @@ class Segmenter:
         verify_models: bool = True,
         volume_strategy: str = "slicewise",
         refine: str | ZoomOptions | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.refine = check_refine(refine)
         if volume_strategy not in STRATEGIES:
@@ -115,18 +109,15 @@ class Segmenter:
             performance_hint=performance_hint,
             cache_dir=resolve_cache_dir(cache_dir),
         )
-        self.models = resolve_models(self.options.variant, model_dir, verify=verify_models)
-        runtime = Runtime(self.options, digests=self.models.digests, golden=self.models.golden)
-        self.runtime = runtime
-        self._encoder = EncoderModel(runtime.compile(self.models.encoder_xml, check="encoder"))
-        self._decoder = DecoderModel(
-            runtime.compile(self.models.decoder_xml, DECODER_SHAPES, check="decoder"),
-            wide=lambda: runtime.compile(self.models.decoder_xml, WIDE_DECODER_SHAPES, check="decoder"),
-        )
-        self._input = np.zeros((1, 3, kernels.TARGET, kernels.TARGET), dtype=np.float32)
+        self.engine = engine if engine is not None else Engine.open(self.options, model_dir, verify_models)
+        if self.engine.runtime is not None:
+            self.options = self.engine.runtime.options
+        self.models = self.engine.models
+        self.runtime = self.engine.runtime
         self._state: ImageState | None = None
         self._lock = threading.RLock()
-        self._zoom = Zoom(self.refine, self._encoder, self._decoder) if self.refine is not None else None
+        self._zoom = (Zoom(self.refine, self.engine.encode_tensor, self.engine.decode_model)
+                      if self.refine is not None else None)
 
     @classmethod
     def reference(cls, **kwargs) -> "Segmenter":
@@ -138,11 +129,12 @@ class Segmenter:
     # -- 2D ------------------------------------------------------------------------------------------------------
     def encode(self, image) -> ImageState:
         """Validate and encode one 2D image; returns the state without keeping it."""
-        image = check_image(image)
+        return self._encode_checked(check_image(image))
+
+    def _encode_checked(self, image: np.ndarray) -> ImageState:
         frame = Frame(int(image.shape[0]), int(image.shape[1]))
         with self._lock:
-            tensor, _ = kernels.preprocess(image, self._input)
-            embedding = self._encoder(tensor)
+            embedding = self.engine.encode(image)
         kept = _frozen(np.array(image, copy=True)) if self._zoom is not None else None
         return ImageState(embedding=_frozen(embedding), frame=frame, image=kept)
 
@@ -171,9 +163,12 @@ class Segmenter:
             state = state if state is not None else self._state
             if state is None:
                 raise NotReadyError("predict() needs an image: call set_image(image) first")
-            frame = state.frame
-            clipped = check_boxes_2d(boxes, frame.height, frame.width)
-            logits, iou = self._decoder(state.embedding, frame.boxes_to_model(clipped))
+            return self._predict_checked(check_boxes_2d(boxes, state.frame.height, state.frame.width), state)
+
+    def _predict_checked(self, clipped: np.ndarray, state: ImageState) -> SegmentationResult:
+        frame = state.frame
+        with self._lock:
+            logits, iou = self.engine.decode(state.embedding, clipped, frame)
             masks = kernels.postprocess(logits, frame.resized, (frame.height, frame.width))
             if self._zoom is not None and state.image is not None and len(clipped):
                 masks, iou, _ = self._zoom(state.image, clipped, masks, iou, logits, frame)
@@ -185,9 +180,8 @@ class Segmenter:
     def __call__(self, image, boxes) -> SegmentationResult:
         """Segment ``boxes`` on ``image`` in one call (does not change the image kept by :meth:`set_image`)."""
         image = check_image(image)
-        frame = Frame(int(image.shape[0]), int(image.shape[1]))
-        check_boxes_2d(boxes, frame.height, frame.width)  # fail before the expensive encoder
-        return self.predict(boxes, state=self.encode(image))
+        clipped = check_boxes_2d(boxes, int(image.shape[0]), int(image.shape[1]))  # fail before the encoder
+        return self._predict_checked(clipped, self._encode_checked(image))
 
     # -- 3D ------------------------------------------------------------------------------------------------------
     def segment_volume(
@@ -243,13 +237,9 @@ class Segmenter:
 
             array = SliceSource(array, slice_converter(array, window, modality or loaded.modality))
 
-        def encode(slice2d: np.ndarray) -> np.ndarray:
-            tensor, _ = kernels.preprocess(slice2d, self._input)
-            return self._encoder(tensor)
-
         with self._lock:
             return run_volume(
-                array, clipped, encode, self._decoder, strategy=strategy, cache_slices=cache_slices,
+                array, clipped, self.engine.encode, self.engine.decode_model, strategy=strategy, cache_slices=cache_slices,
                 progress=progress, geometry=geometry, refine=VolumeZoom(self._zoom) if self._zoom is not None else None,
             )
 
@@ -257,11 +247,10 @@ class Segmenter:
     @property
     def info(self) -> dict:
         """Device, precision, threads, model files and kernel backend in use."""
-        compiled = self._encoder.compiled
         try:
-            value = compiled.get_property("INFERENCE_PRECISION_HINT")
+            value = self.engine.encoder.compiled.get_property("INFERENCE_PRECISION_HINT")
             exec_precision = value.to_string() if hasattr(value, "to_string") else str(value)
-        except Exception:  # noqa: BLE001 - not every device reports it
+        except Exception:  # noqa: BLE001 - not every device reports it; a wrapped engine has no compiled model
             exec_precision = "unknown"
         return {
             "device": self.options.device,
@@ -270,10 +259,10 @@ class Segmenter:
             "threads": self.options.threads,
             "performance_hint": self.options.performance_hint,
             "cache_dir": self.options.cache_dir,
-            "encoder": str(self.models.encoder_xml),
-            "decoder": str(self.models.decoder_xml),
+            "encoder": str(self.models.encoder_xml) if self.models else None,
+            "decoder": str(self.models.decoder_xml) if self.models else None,
             "kernels": kernels.BACKEND,
             "volume_strategy": self.volume_strategy,
             "refine": None if self.refine is None else repr(self.refine),
-            "compiled_models": [dict(entry) for entry in self.runtime.log],
+            "compiled_models": [dict(entry) for entry in self.runtime.log] if self.runtime else [],
         }

@@ -259,7 +259,7 @@ def segment_volume(
         for k, b in enumerate(active):
             box = prev[k]
             prompts[k] = box2d[b] if box is None else box
-            prompts_px[k] = np.nan if box is None else np.asarray(box, dtype=np.float64) / frame.ratio
+            prompts_px[k] = np.nan if box is None else frame.boxes_from_model(box)
         emb = emb_cache.get(z, keep=keep)
         logits, iou = decode(emb, prompts)
         lab = labels[z]

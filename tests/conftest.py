@@ -1,14 +1,8 @@
-"""Shared pytest setup: make the repository root importable (``import calibration.data``); shared fixtures."""
-
-import sys
-from pathlib import Path
+"""Shared pytest fixtures. The repository root, ``benchmarks/`` and ``fuzz/`` are importable through pytest's
+``pythonpath`` setting (pyproject.toml), so ``import calibration.data`` and ``import bench_pipeline`` work."""
 
 import cv2
 import pytest
-
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 
 @pytest.fixture

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from medsam_edge import Segmenter
 from medsam_edge.errors import ConfigurationError, MedsamEdgeError
+
+pytestmark = pytest.mark.model
 
 CHEAP = settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 MODEL = settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))

@@ -6,6 +6,9 @@ import json
 import sys
 
 from medsam_edge import bench
+import pytest
+
+pytestmark = pytest.mark.model
 
 NUMERIC = ("median_ms", "p90_ms", "mean_ms", "min_ms", "gmac", "gmacs_per_s", "pct_int8_peak", "pct_own_peak")
 
@@ -58,11 +61,7 @@ def test_benchmark_scripts_compile():
 
 
 def test_default_alias_on_2d_cases_is_the_2d_pipeline():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import bench_pipeline as B
+    import bench_pipeline as B  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
 
     assert B.alias_target("default", "reference_slicewise", is_3d=False) == "reference"
     assert B.alias_target("default", "reference_slicewise", is_3d=True) == "reference_slicewise"

@@ -24,6 +24,8 @@ from medsam_edge.models import MODEL_DIR, resolve
 from medsam_edge.runtime import BLOB_NAME, DECODER_SHAPES, WIDE_DECODER_SHAPES, Runtime, RuntimeOptions, cpu_features
 from medsam_edge.selfcheck import GOLDEN_NAME, TOLERANCES, load_golden
 
+pytestmark = pytest.mark.slow
+
 PRECISIONS = ("fp32", "bf16", "int8")
 EXAMPLE = load_example()  # 6 boxes: the wide (4-box) decoder is compiled and used too
 

@@ -15,6 +15,8 @@ import SimpleITK as sitk
 
 from calibration.data import load_fixtures
 
+pytestmark = pytest.mark.model
+
 
 def run(*args, cwd=None, timeout=600):
     proc = subprocess.run([sys.executable, "-m", "medsam_edge", *map(str, args)], capture_output=True, text=True,

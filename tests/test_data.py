@@ -13,6 +13,8 @@ import pytest
 
 from calibration import data as D
 
+pytestmark = pytest.mark.unit
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

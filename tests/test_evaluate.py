@@ -12,6 +12,8 @@ from medsam_edge import evaluate as E
 from medsam_edge.errors import ConfigurationError, InvalidImageError, UnreadableFileError
 from medsam_edge.metrics import compute_dsc_nsd
 
+pytestmark = pytest.mark.unit
+
 STORED_XYZ = np.array([0.8, 0.8, 2.5])  # as the challenge files store it: (x, y, z)
 ZYX = (2.5, 0.8, 0.8)
 

@@ -37,6 +37,8 @@ from medsam_edge.export.convert import (  # noqa: E402
     set_model_info,
 )
 
+pytestmark = pytest.mark.slow
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

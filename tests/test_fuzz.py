@@ -7,7 +7,6 @@ runtime in LD_PRELOAD) instead of the installed one.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,9 +18,10 @@ import pytest
 from medsam_edge import _kernels_py as twin
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "fuzz"))
 
-import fuzz_kernels  # noqa: E402
+import fuzz_kernels  # noqa: E402  (fuzz/ is on pytest's pythonpath, pyproject.toml)
+
+pytestmark = pytest.mark.unit
 
 NATIVE_PATH = os.environ.get("MEDSAM_FUZZ_NATIVE")
 try:

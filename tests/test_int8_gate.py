@@ -23,6 +23,8 @@ from medsam_edge.models import load_manifest
 from medsam_edge.prompts import Frame, check_boxes_2d
 from medsam_edge.runtime import PRECISIONS, DecoderModel, EncoderModel, Runtime, RuntimeOptions
 
+pytestmark = pytest.mark.model
+
 INT8_DIR = os.environ.get("MEDSAM_EDGE_INT8_MODEL_DIR") or None
 
 # Measured with the shipped pair (INT8 encoder "qat_240" on the channels-first graph: NNCF placement +

@@ -12,6 +12,8 @@ from medsam_edge import intensity
 from medsam_edge.errors import ConfigurationError, InvalidImageError
 from medsam_edge.intensity import CT_WINDOWS, percentile_normalize, to_uint8, window_ct
 
+pytestmark = pytest.mark.unit
+
 
 # ------------------------------------------------------------------------------------------- an upstream oracle
 def upstream_ct(image: np.ndarray, width: float, level: float) -> np.ndarray:

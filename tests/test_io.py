@@ -38,6 +38,8 @@ from medsam_edge import io as mio
 from medsam_edge.errors import ConfigurationError, InvalidImageError, MedsamEdgeError, UnreadableFileError
 from medsam_edge.io import Geometry, LoadedImage, read_image, write_labels, write_npz_segs
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -30,6 +30,8 @@ from hypothesis import strategies as st
 from medsam_edge import _kernels_py as twin
 from medsam_edge import kernels
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 PURE = os.environ.get("MEDSAM_EDGE_PURE_PYTHON", "").strip().lower() not in ("", "0", "false", "no")
 

@@ -21,6 +21,8 @@ from scipy.spatial.distance import cdist
 from medsam_edge import metrics as M
 from medsam_edge.errors import ConfigurationError, InvalidImageError, MedsamEdgeError
 
+pytestmark = pytest.mark.unit
+
 RNG_SEED = 20240521
 
 

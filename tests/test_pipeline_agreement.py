@@ -17,6 +17,8 @@ from medsam_edge.intensity import choose_window, slice_converter, to_uint8
 from medsam_edge.io import Geometry, open_volume, read_image
 from tests.test_io import write_dicom_series
 
+pytestmark = pytest.mark.model
+
 BOX3D = [18, 20, 1, 46, 44, 6]
 
 

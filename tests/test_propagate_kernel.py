@@ -14,6 +14,8 @@ import pytest
 from medsam_edge import _kernels_py as twin
 from medsam_edge import kernels
 
+pytestmark = pytest.mark.unit
+
 try:
     from medsam_edge import _native as native
 except ImportError:  # pragma: no cover

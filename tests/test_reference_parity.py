@@ -8,8 +8,6 @@ Run with ``-s`` to see the per-image numbers.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +21,9 @@ from medsam_edge import Segmenter  # noqa: E402
 from medsam_edge.export import checkpoint as ckpt  # noqa: E402
 from medsam_edge.metrics import dice  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import official_pipeline  # noqa: E402
+import official_pipeline  # noqa: E402  (benchmarks/ is on pytest's pythonpath, pyproject.toml)
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

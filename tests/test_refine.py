@@ -27,6 +27,8 @@ from medsam_edge.refine import (
 )
 from medsam_edge.volume import segment_volume
 
+pytestmark = pytest.mark.model
+
 # -- geometry ----------------------------------------------------------------------------------------------------
 
 

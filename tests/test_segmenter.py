@@ -22,6 +22,8 @@ from medsam_edge import (
 from medsam_edge.examples import load_example
 from medsam_edge.metrics import dice
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def seg():

@@ -25,6 +25,8 @@ import pytest
 
 from medsam_edge.export import storage
 
+pytestmark = pytest.mark.model
+
 F32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
 BUDGET_BYTES = 30_000_000
 EMBEDDING_REL_L2 = 6e-5

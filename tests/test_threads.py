@@ -10,6 +10,8 @@ import pytest
 from calibration.data import load_fixtures
 from medsam_edge import Segmenter
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def seg():

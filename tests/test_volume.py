@@ -17,6 +17,8 @@ from medsam_edge import InvalidBoxError, InvalidImageError
 from medsam_edge import _kernels_py as twin
 from medsam_edge.volume import check_boxes_3d, check_volume, segment_volume
 
+pytestmark = pytest.mark.unit
+
 
 class FakeModel:
     def __init__(self):
@@ -225,6 +227,7 @@ def test_512x512x1000_volume_keeps_at_most_cache_slices_embeddings(cache_slices)
 def test_non_uint8_volume_is_converted_one_slice_at_a_time(monkeypatch):
     """segment_volume on int16 reads converted slices on demand: no uint8 (or float) copy of the whole volume."""
     from medsam_edge import intensity
+    from medsam_edge.engine import Engine
     from medsam_edge.segmenter import Segmenter
 
     rng = np.random.default_rng(4)
@@ -239,13 +242,9 @@ def test_non_uint8_volume_is_converted_one_slice_at_a_time(monkeypatch):
 
     monkeypatch.setattr(intensity, "window_ct", spy)
     model = FakeModel()
-    seg = Segmenter.__new__(Segmenter)  # no OpenVINO: only the 3D plumbing of segment_volume is under test
-    seg.volume_strategy = "propagate"
-    seg._input = np.zeros((1, 3, 256, 256), np.float32)
-    seg._lock = __import__("threading").RLock()
-    seg._zoom = None
-    seg._encoder = lambda tensor: tensor[:, :1].copy()
-    seg._decoder = model.decode
+    # no OpenVINO: only the 3D plumbing of segment_volume is under test
+    seg = Segmenter(engine=Engine(lambda tensor: tensor[:, :1].copy(), model.decode), volume_strategy="propagate",
+                    cache_dir=None)
     res = seg.segment_volume(vol, boxes, window="abdomen")
     assert seen and all(shape == (40, 50) for shape in seen)
     # same labels as converting the whole volume first
