@@ -1,9 +1,12 @@
-"""Accuracy gate of the shipped INT8 models (``precision="int8"``, opt-in) against FP32 execution.
+"""Accuracy gate of the shipped INT8 models (``precision="int8"``) against ground truth, and their sanity checks.
 
-On the committed 2D fixtures (28 images, 207 boxes, 7 modalities) every box is segmented by
-``Segmenter(precision="int8")`` and ``Segmenter(precision="fp32")``; the per-box mask DSC between the two must stay
-close to what the shipped quantization measured (thresholds below). A bad re-quantization of ``encoder_int8`` /
-``decoder_int8`` fails here before it ships.
+The gate is what users score: on the committed fixtures that carry labels (12 2D images: 6 MNI152 MR planes and
+6 stardist microscopy crops, 125 boxes; one 3D MR block, 3 structures) every case is segmented by
+``Segmenter(precision="int8")`` and by ``Segmenter(precision="fp32")`` in the same run, and scored against its ground
+truth with the challenge metrics (mean DSC / NSD per case, :func:`medsam_edge.metrics.compute_dsc_nsd`). INT8 must
+stay within ``MAX_LOSS_POINTS`` (x100) of fp32 on the mean over cases, for DSC and NSD, in 2D and in 3D. Agreement with fp32
+masks is reported in the failure message as a diagnostic and checked only against a floor that a broken model
+(poisoned cache, bad re-quantization: agreement ~0.06-0.34) falls through.
 
 ``MEDSAM_EDGE_INT8_MODEL_DIR`` points the INT8 side at another model folder (with its own ``manifest.json``), e.g. a
 candidate quantization; the FP32 side always uses the shipped fp32 IRs.
@@ -19,6 +22,7 @@ import pytest
 
 from calibration.data import load_fixtures
 from medsam_edge import Segmenter, kernels
+from medsam_edge.metrics import compute_dsc_nsd
 from medsam_edge.models import load_manifest
 from medsam_edge.prompts import Frame, check_boxes_2d
 from medsam_edge.runtime import PRECISIONS, DecoderModel, EncoderModel, Runtime, RuntimeOptions
@@ -27,21 +31,14 @@ pytestmark = pytest.mark.model
 
 INT8_DIR = os.environ.get("MEDSAM_EDGE_INT8_MODEL_DIR") or None
 
-# Measured with the shipped pair (INT8 encoder "qat_240" on the channels-first graph: NNCF placement +
-# quantization-aware fine-tuning against FP32, calibration/qat.py; FP32 decoder; bf16 for the non-quantized ops) on
-# these 207 boxes at 2 threads: mean DSC 0.935, 5th percentile 0.825, 3 boxes below 0.5 (f32 for the non-quantized
-# ops: 0.935 / 0.800 / 2; the same recipe on the earlier channels-last
-# graph: 0.921 / 0.796 / 3; the "tr_3" PTQ encoder: 0.906 / 0.707 / 3; "tr_dw0": 0.896 / 0.675 / 5). The fixtures
-# share source files with the calibration set the fine-tuning saw, so the held-out val split (calibration/README.md)
-# is the accuracy figure; this is a regression gate.
-# NOTE: this is below the issue-3 target (mean >= 0.99 vs FP32); see calibration/README.md "Where the error comes
-# from". The gate guards against a *worse* re-quantization, with a margin for noise: mean -0.010, p5 -0.025 of the f32
-# figures, and at most 4 boxes below 0.5. Every earlier encoder fails it (mean 0.921 and lower), and so does a broken
-# decoder (default-preset PTQ: p5 0.0 on val).
-MEAN_DSC_MIN = 0.925
-P5_DSC_MIN = 0.775
-BOX_DSC_FLOOR = 0.5
-MAX_BOXES_BELOW_FLOOR = 4
+# Measured on these fixtures at 2 threads (shipped qat_240 INT8 encoder + fp32 decoder, bf16 for the rest), AMD EPYC
+# Zen 4 (AVX-512 VNNI + BF16, no AMX), 2026-12-04, mean DSC / NSD:
+#   2D (12 cases): fp32 0.5632 / 0.6936, bf16 0.5620 / 0.6936, int8 0.5660 / 0.6975 (int8 +0.28 / +0.39 points)
+#   3D (1 case, 3 structures): fp32 0.3360 / 0.5287, bf16 0.3444 / 0.5344, int8 0.3334 / 0.5233 (-0.26 / -0.54)
+# bf16 alone moves the 3D case by +0.84 points, so 3D gets the wider limit. Not yet measured on an AMX CPU (Sapphire
+# Rapids): a session there records its row here.
+MAX_LOSS_POINTS = {"2D": 1.5, "3D": 2.5}
+AGREEMENT_FLOOR = 0.80  # mean per-box DSC int8 vs fp32: 0.935 measured; a broken model measured 0.06
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -55,26 +52,50 @@ def fixtures():
 
 
 @pytest.fixture(scope="module")
-def per_box_dsc(fixtures):
-    int8 = Segmenter(precision="int8", threads=2, model_dir=INT8_DIR)
-    fp32 = Segmenter(precision="fp32", threads=2)
-    scores = []
-    for sample in fixtures:
-        a = int8(sample.image, sample.boxes).masks
-        b = fp32(sample.image, sample.boxes).masks
-        scores += [(f"{sample.name}[{i}]", _dice(a[i], b[i])) for i in range(len(a))]
-    return scores
+def gate_scores():
+    """{dim: {precision: [(dsc, nsd) per case]}} on the labelled fixtures, plus per-box agreement int8 vs fp32."""
+    labelled = [s for s in load_fixtures("all") if s.gts is not None]
+    assert sum(not s.is_3d for s in labelled) >= 12 and any(s.is_3d for s in labelled), "labelled fixtures missing"
+    segs = {"int8": Segmenter(precision="int8", threads=2, model_dir=INT8_DIR),
+            "fp32": Segmenter(precision="fp32", threads=2)}
+    scores: dict = {"2D": {"int8": [], "fp32": []}, "3D": {"int8": [], "fp32": []}}
+    agreement = []
+    for sample in labelled:
+        dim = "3D" if sample.is_3d else "2D"
+        masks = {}
+        for key, seg in segs.items():
+            if sample.is_3d:
+                labels = seg.segment_volume(sample.image, sample.boxes).label_map
+            else:
+                res = seg(sample.image, sample.boxes)
+                labels, masks[key] = res.label_map, res.masks
+            sc = compute_dsc_nsd(labels, sample.gts, sample.spacing if sample.is_3d else None)
+            scores[dim][key].append((sample.name, sc.mean_dsc, sc.mean_nsd))
+        if masks:
+            agreement += [_dice(masks["int8"][i], masks["fp32"][i]) for i in range(len(masks["int8"]))]
+    return scores, np.array(agreement)
 
 
-def test_int8_masks_match_fp32_on_fixtures(per_box_dsc):
-    values = np.array([v for _, v in per_box_dsc])
-    assert len(values) >= 200, "all fixture boxes must be scored"
-    worst = sorted(per_box_dsc, key=lambda kv: kv[1])[:5]
-    assert values.mean() >= MEAN_DSC_MIN, f"mean DSC int8 vs fp32 {values.mean():.4f} < {MEAN_DSC_MIN}; worst {worst}"
-    p5 = float(np.percentile(values, 5))
-    assert p5 >= P5_DSC_MIN, f"5th percentile DSC int8 vs fp32 {p5:.4f} < {P5_DSC_MIN}; worst {worst}"
-    below = int((values < BOX_DSC_FLOOR).sum())
-    assert below <= MAX_BOXES_BELOW_FLOOR, f"{below} boxes with DSC < {BOX_DSC_FLOOR} (max {MAX_BOXES_BELOW_FLOOR}): {worst}"
+@pytest.mark.parametrize("dim", ["2D", "3D"])
+def test_int8_accuracy_vs_ground_truth_within_fp32(gate_scores, dim):
+    scores, agreement = gate_scores
+    int8 = np.array([[d, n] for _, d, n in scores[dim]["int8"]])
+    fp32 = np.array([[d, n] for _, d, n in scores[dim]["fp32"]])
+    assert np.isfinite(int8).all() and np.isfinite(fp32).all()
+    loss = 100 * (fp32.mean(axis=0) - int8.mean(axis=0))
+    detail = (f"{dim}: fp32 DSC/NSD {fp32[:, 0].mean():.4f}/{fp32[:, 1].mean():.4f}, int8 "
+              f"{int8[:, 0].mean():.4f}/{int8[:, 1].mean():.4f} over {len(int8)} cases; agreement with fp32 "
+              f"(diagnostic) mean {agreement.mean():.3f}")
+    limit = MAX_LOSS_POINTS[dim]
+    assert loss[0] <= limit, f"int8 loses {loss[0]:.2f} DSC points (max {limit}); {detail}"
+    assert loss[1] <= limit, f"int8 loses {loss[1]:.2f} NSD points (max {limit}); {detail}"
+
+
+def test_int8_not_broken(gate_scores):
+    """A broken INT8 model (e.g. a blob of another precision, a bad re-quantization) agrees with nothing."""
+    _, agreement = gate_scores
+    assert len(agreement) >= 120, "all labelled 2D fixture boxes must be scored"
+    assert agreement.mean() >= AGREEMENT_FLOOR, f"mean DSC int8 vs fp32 {agreement.mean():.3f} < {AGREEMENT_FLOOR}"
 
 
 @pytest.mark.parametrize("hint", ["LATENCY", "THROUGHPUT"])
