@@ -19,7 +19,8 @@ Outputs in ``OUT_DIR``: one label map per case under the input's file name (``.n
 geometry) and ``results.csv`` (:data:`COLUMNS`), rewritten atomically while the run goes on. A case whose output
 exists is skipped (status ``skipped``): outputs are written atomically, so an existing file is a finished one.
 A case that fails with a medsam_edge error (corrupt file, bad boxes) gets status ``error`` and the message; the
-run goes on. A worker that dies mid-case has the case retried on another worker by Dask.
+run goes on. A worker that dies mid-case has the case retried on another worker by Dask; the temporary file of a write it
+did not finish is removed when the command is run again.
 
 Dask is an optional dependency (``pip install "medsam_edge[cohort]"``); ``import medsam_edge`` never imports it.
 """
@@ -281,6 +282,7 @@ def run_cohort(
     out = Path(out_dir)
     specs = find_cases(source, out)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out)
     results_csv = out / RESULTS_NAME
     previous = read_results(results_csv)
     todo = [s for s in specs if not Path(s.output).exists()]
@@ -305,6 +307,15 @@ def run_cohort(
     write_results(results_csv, report.rows)
     report.timings["total"] = time.perf_counter() - t_start
     return report
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of writers killed before their rename (``.NAME.tmp-XXXX.SUFFIX``, see ``io._atomic_write``)."""
+    for temp in out.glob(".*.tmp-*"):
+        try:
+            temp.unlink()
+        except OSError:
+            pass
 
 
 def _collect(results, rows: dict, specs: Sequence[CaseSpec], results_csv: Path, progress: bool | None,

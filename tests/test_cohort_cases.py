@@ -158,3 +158,12 @@ except ConfigurationError as exc:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert 'pip install "medsam_edge[cohort]"' in proc.stdout
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    from medsam_edge.cohort import _remove_stale_temporaries
+
+    (tmp_path / ".case.tmp-abc123.npz").write_bytes(b"half")
+    (tmp_path / "case.npz").write_bytes(b"done")
+    _remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.npz"]
