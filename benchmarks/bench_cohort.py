@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="serial/cohort alternations")
     ap.add_argument("--startups", type=int, default=3)
     ap.add_argument("--out", type=Path, default=RESULTS / "cohort.json")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the existing --out JSON")
     args = ap.parse_args(argv)
+    if args.report_only:
+        args.out.with_suffix(".md").write_text(report(json.loads(args.out.read_text())))
+        return 0
 
     from medsam_edge.runtime import cpu_features
 
@@ -161,7 +165,7 @@ def report(r: dict) -> str:
     lines = [
         "# Cohort runner: 2 workers x 1 thread vs 1 process x 2 threads",
         "",
-        f"CPU: {r['cpu']['model']} ({r['cores']} logical CPUs; {isa}). Dask {r['dask']['distributed']}. "
+        f"CPU: {r['cpu']['model']} (lscpu model name; {r['cores']} logical CPUs; {isa}). Dask {r['dask']['distributed']}. "
         f"{r['cases']} cases ({r['inputs']}), precision {r['precision']}. Load average before/after: "
         f"{r['load_before']} / {r['load_after']} (shared machine).",
         "",
@@ -178,6 +182,14 @@ def report(r: dict) -> str:
                      f"{c.get('cluster_start_s', 0):.1f} / {c.get('models_s', 0):.1f} / {c.get('cases_s', 0):.1f} s "
                      f"| {', '.join(str(v) for v in rd['cases_per_worker'].values())} |")
     ident = r["identity"]
+    for k, rd in enumerate(r["rounds"]):
+        busy = rd["worker_case_s_sum"] / max(1, len(rd["cases_per_worker"]))
+        cases_s = rd["cohort"].get("cases_s", 0)
+        lines += ["", f"Round {k}, where the cohort's time went: the workers were busy {rd['worker_case_s_sum']:.1f} s "
+                  f"in all ({busy:.1f} s each on average), {rd['segment_s_sum']:.1f} s of it segmenting; reading and "
+                  f"writing {rd['worker_case_s_sum'] - rd['segment_s_sum']:.2f} s for {r['cases']} cases; the case "
+                  f"phase took {cases_s:.1f} s, {cases_s - busy:.1f} s more than the average worker (scheduling, "
+                  f"uneven case sizes at the end). Load average {rd['load'][0]} -> {rd['load'][1]}."]
     lines += [
         "",
         f"Outputs: {ident['cases_identical_to_serial_2_threads']} of {r['cases']} label maps identical to the "
@@ -186,7 +198,10 @@ def report(r: dict) -> str:
            if ident["differing_voxels"] else "")
         + f". Identical at equal thread count: {'yes' if ident['all_identical_at_equal_threads'] else 'NO'}.",
         "",
-        "Wall times are whole commands (interpreter, model load from the compiled-model cache, every case, files).",
+        "Wall times are whole commands (interpreter, model load from the compiled-model cache, every case, files). "
+        "With a load average above the number of cores (other jobs on the machine), neither configuration had its "
+        "cores to itself: the ratio then measures the runner's own cost, not what 2 x 1 gains over 1 x 2 on a quiet "
+        "machine.",
         "",
     ]
     return "\n".join(lines)
