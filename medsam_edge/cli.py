@@ -2,6 +2,7 @@
 
     medsam-edge                                    segment the bundled example, write mask + overlay
     medsam-edge segment INPUT [--box ...] [--box3d ...] [--boxes F.json] [-o OUT] [--overlay PNG]
+    medsam-edge cohort INPUT -o OUT_DIR [--workers N] [--address ADDR]   a cohort on a Dask cluster (cohort extra)
     medsam-edge eval SEG_DIR GT_DIR                DSC / NSD table of challenge .npz folders
     medsam-edge bench                              encoder/decoder latency per precision and thread count
     medsam-edge info                               versions, devices, kernels, model files
@@ -28,6 +29,8 @@ EPILOG = """examples:
   medsam-edge segment dicom_folder/ --boxes boxes.json -o seg.nrrd
   medsam-edge segment case.npz -o segs/case.npz  # challenge file: uses its boxes
   medsam-edge segment inputs/ -o segs/           # folder of challenge .npz files (+ segs/efficiency.csv)
+  medsam-edge cohort inputs/ -o segs/ --workers 2 # same outputs on a local Dask cluster (+ segs/results.csv)
+  medsam-edge cohort cases.csv -o segs/ --address tcp://10.0.0.5:8786   # join a running cluster
   medsam-edge eval segs/ gts/
   medsam-edge info
 """
@@ -58,6 +61,23 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--strategy", choices=["propagate", "slicewise"],
                      help="3D strategy (default: slicewise; propagate = the official loop)")
     _add_runtime_args(seg)
+
+    co = sub.add_parser("cohort", help="segment a cohort on a Dask cluster (needs the cohort extra)",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    co.add_argument("input", type=Path, help="folder of challenge .npz files and/or NIfTI/NRRD/MHA volumes with "
+                    "NAME.boxes.json beside each, or a CSV manifest with columns path[,boxes]")
+    co.add_argument("-o", "--output", type=Path, required=True, help="output folder (label maps + results.csv)")
+    co.add_argument("--workers", type=int, help="local cluster: worker processes (default: CPUs // threads)")
+    co.add_argument("--address", help="scheduler address of a running cluster (dask scheduler) instead")
+    co.add_argument("--threads-per-worker", type=int, help="OpenVINO threads per worker (default 1 on a local "
+                    "cluster; with --address: the worker's --nthreads)")
+    co.add_argument("--window", help="CT window for non-uint8 data: abdomen, lung, brain, mediastinum or WIDTH,LEVEL")
+    co.add_argument("--strategy", choices=["propagate", "slicewise"],
+                    help="3D strategy (default: slicewise; propagate = the official loop)")
+    co.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
+                    help="fp32 (default, the reference), bf16 or int8 (faster, opt-in)")
+    co.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
+    co.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors, no progress bar")
 
     ev = sub.add_parser("eval", help="DSC / NSD of a folder of segmentations against ground truth")
     ev.add_argument("seg_dir", type=Path)
@@ -127,6 +147,8 @@ def _window(text: str | None):
 
 
 def _boxes_from_args(args, ncols: int) -> np.ndarray | None:
+    from .jobs import as_boxes, read_boxes_json
+
     boxes = [list(b) for b in (args.box3d if ncols == 6 else args.box) or []]
     other = args.box if ncols == 6 else args.box3d
     if other:
@@ -135,31 +157,16 @@ def _boxes_from_args(args, ncols: int) -> np.ndarray | None:
             f"use {'--box3d X0 Y0 Z0 X1 Y1 Z1' if ncols == 6 else '--box X0 Y0 X1 Y1'}"
         )
     if args.boxes is not None:
-        try:
-            data = json.loads(Path(args.boxes).read_text())
-        except (OSError, ValueError) as exc:
-            raise UnreadableFileError(f"cannot read boxes from {args.boxes}: {exc}; expected a JSON list") from exc
-        boxes.extend(data["boxes"] if isinstance(data, dict) else data)
+        boxes.extend(read_boxes_json(args.boxes, ncols).tolist())
     if not boxes:
         return None
-    try:
-        arr = np.asarray(boxes, dtype=np.float64)
-    except ValueError as exc:
-        raise InvalidBoxError(f"boxes must be lists of {ncols} numbers: {exc}") from exc
-    if arr.ndim != 2 or arr.shape[1] != ncols:
-        raise InvalidBoxError(f"expected boxes of {ncols} numbers each for this input, got shape {arr.shape}")
-    return arr
+    return as_boxes(boxes, ncols)
 
 
 def _write_png_atomic(path: Path, rgb: np.ndarray) -> None:
-    import cv2
+    from .jobs import _write_png_atomic as write
 
-    from .io import _atomic_write, _write_bytes
-
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise MedsamEdgeError(f"could not encode the overlay PNG for {path}")
-    _atomic_write(Path(path), ".png", _write_bytes(buf.tobytes()))
+    write(Path(path), rgb)
 
 
 def _segmenter(args):
@@ -214,61 +221,28 @@ def _segment_example(args, con: _Console) -> int:
 
 
 def _segment_one(lazy: _LazySegmenter, path: Path, args, con: _Console, output: Path | None, overlay: Path | None) -> float:
-    """Segment one file; returns the seconds spent in segmentation."""
-    from .intensity import to_uint8
-    from .io import read_image, write_labels, write_npz_segs
-    from .overlay import mosaic_3d, overlay_2d
+    """Segment one file (:func:`medsam_edge.jobs.segment_case`); returns the seconds spent in segmentation."""
+    from .jobs import segment_case
 
-    loaded = read_image(path)
-    window = _window(args.window)
-    if loaded.kind == "2d":
-        boxes = _boxes_from_args(args, 4)
-        if boxes is None and loaded.boxes is not None:
-            boxes = np.asarray(loaded.boxes, dtype=np.float64)
-        if boxes is None:
-            raise InvalidBoxError(f"{path}: no boxes; give --box X0 Y0 X1 Y1 (repeatable) or --boxes FILE.json")
-        image = loaded.array
-        if image.dtype != np.uint8 and (window is not None or (loaded.modality or "").upper() == "CT"):
-            image = to_uint8(image, loaded.modality, window)
-        seg = lazy.get()
-        t0 = time.perf_counter()
-        result = seg(image, boxes)
-        labels, drawn = result.label_map, result.boxes
-        picture = (lambda: overlay_2d(image, labels, drawn)) if overlay else None
-    else:
-        boxes = _boxes_from_args(args, 6)
-        if boxes is None and loaded.boxes is not None:
-            boxes = np.asarray(loaded.boxes, dtype=np.float64)
-        if boxes is None:
-            raise InvalidBoxError(f"{path}: no boxes; give --box3d X0 Y0 Z0 X1 Y1 Z1 (repeatable) or --boxes FILE.json")
-        volume = to_uint8(loaded.array, loaded.modality, window)
-        seg = lazy.get()
-        t0 = time.perf_counter()
-        bar = con.progress(total=0, desc=Path(path).name)
+    bar = None
 
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            if hasattr(bar, "refresh"):
-                bar.refresh()
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = con.progress(total=total, desc=Path(path).name)
+        bar.total = total
+        bar.n = done
+        if hasattr(bar, "refresh"):
+            bar.refresh()
 
-        try:
-            result = seg.segment_volume(volume, boxes, strategy=args.strategy, progress=progress)
-        finally:
+    try:
+        result = segment_case(lazy.get, path, output, boxes=lambda ncols: _boxes_from_args(args, ncols),
+                              window=_window(args.window), strategy=args.strategy, overlay=overlay,
+                              progress=progress)
+    finally:
+        if bar is not None:
             bar.close()
-        labels = result.label_map
-        picture = (lambda: mosaic_3d(volume, labels, result.boxes)) if overlay else None
-    seconds = time.perf_counter() - t0
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        if output.name.lower().endswith(".npz"):
-            write_npz_segs(output, labels)
-        else:
-            write_labels(output, labels, reference=loaded if loaded.geometry is not None else None)
-    if picture is not None:
-        overlay.parent.mkdir(parents=True, exist_ok=True)
-        _write_png_atomic(overlay, picture())
-    return seconds
+    return result.seconds
 
 
 def _segment_folder(lazy: _LazySegmenter, folder: Path, args, con: _Console) -> int:
@@ -281,9 +255,11 @@ def _segment_folder(lazy: _LazySegmenter, folder: Path, args, con: _Console) -> 
         from tqdm import tqdm
 
         bar = tqdm(total=len(files), desc="cases", unit="case")
+    from .jobs import output_path
+
     for path in files:
         try:
-            seconds = _segment_one(lazy, path, args, con, out_dir / path.name, None)
+            seconds = _segment_one(lazy, path, args, con, output_path(path, out_dir), None)
             rows.append({"case": path.name, "time": f"{seconds:.4f}"})
             if bar is None:
                 con.say(f"{path.name}: {seconds:.2f} s")
@@ -325,6 +301,25 @@ def cmd_segment(args) -> int:
     if args.overlay is not None:
         con.say(f"wrote {args.overlay}")
     return 0
+
+
+def cmd_cohort(args) -> int:
+    from .cohort import run_cohort
+
+    con = _Console(args.quiet)
+    report = run_cohort(args.input, args.output, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                        address=args.address, precision=args.precision, device=args.device,
+                        window=_window(args.window), strategy=args.strategy, progress=con.bars)
+    for row in report.rows:
+        if row["status"] == "error":
+            print(f"error: {row['case']}: {row['error']}", file=sys.stderr)
+    t = report.timings
+    timing = (f"; cluster {t['cluster_start']:.1f} s, models {t['models']:.1f} s, cases {t['run']:.1f} s"
+              if "run" in t else "")
+    con.say(f"{report.count('ok')} segmented, {report.count('skipped')} skipped (done before), "
+            f"{report.count('error')} failed of {len(report.rows)} cases into {args.output} "
+            f"(table: {report.results_csv}){timing}")
+    return 1 if report.count("error") else 0
 
 
 def cmd_eval(args) -> int:
@@ -403,10 +398,10 @@ def cmd_export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in ("segment", "eval", "bench", "info", "export", "-h", "--help")):
+    if not argv or (argv[0] not in ("segment", "cohort", "eval", "bench", "info", "export", "-h", "--help")):
         argv = ["segment", *argv]
     args = _parser().parse_args(argv)
-    handlers = {"segment": cmd_segment, "eval": cmd_eval, "bench": cmd_bench, "info": cmd_info, "export": cmd_export}
+    handlers = {"segment": cmd_segment, "cohort": cmd_cohort, "eval": cmd_eval, "bench": cmd_bench, "info": cmd_info, "export": cmd_export}
     try:
         return handlers[args.command](args)
     except MedsamEdgeError as exc:

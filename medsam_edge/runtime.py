@@ -66,6 +66,8 @@ class RuntimeOptions:
         threads: ``INFERENCE_NUM_THREADS``; None leaves OpenVINO's default (all cores).
         performance_hint: "LATENCY" (default) or "THROUGHPUT"/"CUMULATIVE_THROUGHPUT".
         cache_dir: medsam_edge's compiled-model cache folder (keyed entries, see :class:`Runtime`); None disables it.
+        cpu_pinning: ``ENABLE_CPU_PINNING``; None leaves OpenVINO's default. Several processes on one machine (the
+            cohort runner's workers) want False: each process otherwise pins its threads from core 0 on.
     """
 
     device: str = "CPU"
@@ -73,6 +75,7 @@ class RuntimeOptions:
     threads: int | None = None
     performance_hint: str = "LATENCY"
     cache_dir: str | None = None
+    cpu_pinning: bool | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -83,6 +86,8 @@ class RuntimeOptions:
             isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
         ):
             raise ConfigurationError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.cpu_pinning is not None and not isinstance(self.cpu_pinning, bool):
+            raise ConfigurationError(f"cpu_pinning must be True, False or None, got {self.cpu_pinning!r}")
         if self.performance_hint not in PERFORMANCE_HINTS:
             raise ConfigurationError(
                 f"performance_hint must be one of {PERFORMANCE_HINTS}, got {self.performance_hint!r}"
@@ -222,6 +227,8 @@ class Runtime:
         }
         if opts.threads is not None:
             props["INFERENCE_NUM_THREADS"] = opts.threads
+        if opts.cpu_pinning is not None:
+            props["ENABLE_CPU_PINNING"] = opts.cpu_pinning
         return props
 
     def cache_entry(self, xml_path: Path, shapes: dict | None = None) -> Path | None:

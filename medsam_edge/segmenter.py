@@ -63,6 +63,8 @@ class Segmenter:
             fp32 (see calibration/README.md for the measured agreement and accuracy).
         device: OpenVINO device name, default "CPU"; any name OpenVINO knows passes through.
         threads: inference threads (None: OpenVINO's default, all cores).
+        cpu_pinning: pin inference threads to cores (None: OpenVINO's default); False for several processes
+            sharing one machine.
         performance_hint: "LATENCY" (default) or "THROUGHPUT".
         cache_dir: compiled-model cache folder (medsam_edge's own keyed cache: one entry per model file, shapes,
             device, CPU, compile properties and OpenVINO version, written only after the model passed its golden
@@ -97,6 +99,7 @@ class Segmenter:
         volume_strategy: str = "slicewise",
         refine: str | ZoomOptions | None = None,
         engine: Engine | None = None,
+        cpu_pinning: bool | None = None,
     ) -> None:
         self.refine = check_refine(refine)
         if volume_strategy not in STRATEGIES:
@@ -108,6 +111,7 @@ class Segmenter:
             threads=threads,
             performance_hint=performance_hint,
             cache_dir=resolve_cache_dir(cache_dir),
+            cpu_pinning=cpu_pinning,
         )
         self.engine = engine if engine is not None else Engine.open(self.options, model_dir, verify_models)
         if self.engine.runtime is not None:
