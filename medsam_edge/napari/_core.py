@@ -250,6 +250,10 @@ class EmbeddingCache:
             for key in [k for k in self._items if k[0] == layer_key]:
                 del self._items[key]
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
     def keys(self) -> list[Hashable]:
         with self._lock:
             return list(self._items)
@@ -261,11 +265,17 @@ class EmbeddingCache:
 # ------------------------------------------------------------------------------------------------------ models
 @dataclass
 class Timing:
-    """Seconds spent in the last request: encoding (0 on a cache hit) and decoding."""
+    """Seconds spent in the last request: 2D encoding (0 on a cache hit) and decoding, or the whole 3D run."""
 
     encode_s: float = 0.0
     decode_s: float = 0.0
+    volume_s: float = 0.0
     encoded: int = 0
+
+    def text(self) -> str:
+        if self.volume_s:
+            return f"3D run {self.volume_s * 1e3:.0f} ms ({self.encoded} slices encoded)"
+        return f"encode {self.encode_s * 1e3:.0f} ms ({self.encoded} slice(s)), decode {self.decode_s * 1e3:.0f} ms"
 
 
 class Session:
@@ -325,7 +335,7 @@ class Session:
         local[0, 2], local[0, 5] = 0, z1 - z0
         start = time.perf_counter()
         result = self.segmenter(precision).segment_volume(source.volume(z0, z1), local, strategy=strategy)
-        self.timing.encode_s = time.perf_counter() - start
+        self.timing.volume_s = time.perf_counter() - start
         self.timing.encoded = result.encoded_slices
         return z0, result.label_map > 0
 

@@ -254,7 +254,7 @@ class SegmentWidget(QWidget):
             labels = self.viewer.add_labels(
                 np.zeros(shape, dtype=np.uint16), name=f"{image.name} labels", scale=image.scale[-n:],
                 translate=image.translate[-n:], metadata={META_KEY: dict((image.metadata or {}).get(META_KEY, {}))},
-                opacity=0.5,
+                opacity=0.6,
             )
             entry = (labels, ObjectStack(labels.data))
             self._stacks[token] = entry
@@ -341,9 +341,7 @@ class SegmentWidget(QWidget):
             if set(item.keys) <= present and not set(item.keys) & done:  # a rectangle may have moved meanwhile
                 stack.paint(item.mask, item.keys, item.offset)
         labels.refresh()
-        timing = self.session.timing
-        self.status.setText(f"{self._summary(stack)}; last request: encode {timing.encode_s * 1e3:.0f} ms "
-                            f"({timing.encoded} slice(s)), decode {timing.decode_s * 1e3:.0f} ms")
+        self.status.setText(f"{self._summary(stack)}; last request: {self.session.timing.text()}")
 
     def _finished(self) -> None:
         self._worker = None
