@@ -198,3 +198,12 @@ def test_reader_npz_boxes_and_sample():
         assert core.box3d([rect], depth=40).tolist() == [box.tolist()]
     sample_image, sample_boxes = plugin_io.sample_nuclei()
     assert sample_image[0].shape == (512, 512) and len(sample_boxes[0]) == 6
+
+
+def test_import_medsam_edge_does_not_import_the_plugin():
+    import subprocess
+    import sys
+
+    code = ("import sys, medsam_edge; bad = [m for m in sys.modules if m.startswith('medsam_edge.napari') "
+            "or m.split('.')[0] in ('napari', 'qtpy', 'PySide6', 'PyQt5', 'PyQt6')]; print(bad); assert not bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

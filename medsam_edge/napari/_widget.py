@@ -86,6 +86,7 @@ class SegmentWidget(QWidget):
         self._worker = None
         self._again = False
         self._watched: Shapes | None = None
+        self._image: int | None = None  # token of the image the mode was last chosen for
         self._build()
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
@@ -167,7 +168,10 @@ class SegmentWidget(QWidget):
 
     def _image_changed(self, *_: Any) -> None:
         image = self.image_layer()
-        self.mode_box.setCurrentText("3D" if image is not None and self._ndim(image) == 3 else "2D")
+        token = self._token(image) if image is not None else None
+        if token != self._image:  # a new image: 3D mode for volumes; other layer events keep the user's choice
+            self._image = token
+            self.mode_box.setCurrentText("3D" if image is not None and self._ndim(image) == 3 else "2D")
         if image is not None and self.shapes_box.findText(f"{image.name} boxes") >= 0:
             self.shapes_box.setCurrentText(f"{image.name} boxes")
         self._watch_shapes()
