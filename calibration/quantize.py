@@ -46,9 +46,10 @@ if str(REPO) not in sys.path:  # running from a source checkout without installi
 import openvino as ov
 
 from calibration import data as caldata
-from medsam_edge import kernels
+from medsam_edge import kernels, metrics
+from medsam_edge.engine import Engine
 from medsam_edge.prompts import Frame, check_boxes_2d
-from medsam_edge.runtime import default_cache_root
+from medsam_edge.runtime import DecoderModel, EncoderModel, default_cache_root
 
 SEED = 0
 VARIANT = "int8"
@@ -484,19 +485,19 @@ def ir_bytes(xml: Path) -> int:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+    """Mask agreement: :func:`medsam_edge.metrics.dice`, with two empty masks counted as agreeing (1.0)."""
+    value = metrics.dice(a, b)
+    return 1.0 if np.isnan(value) else value
 
 
 def masks_of(items: list[Item], encoder, decoder) -> list[np.ndarray]:
-    """Per image: (N, H, W) bool masks, computed exactly like Segmenter.predict."""
-    enc_request = encoder.create_infer_request()
-    dec_request = decoder.create_infer_request()
+    """Per image: (N, H, W) bool masks through the library's :class:`~medsam_edge.engine.Engine` (the same
+    encode / decode / postprocess path as ``Segmenter.predict``) around two compiled models."""
+    engine = Engine(EncoderModel(encoder), DecoderModel(decoder))
     out = []
     for it in items:
-        enc_request.infer({0: it.tensor})
-        embedding = enc_request.get_output_tensor(0).data.copy()
-        logits, _ = run_decoder(decoder, embedding, it.boxes256, dec_request)
+        embedding = engine.encode_tensor(it.tensor)
+        logits, _ = engine.decode_model(embedding, it.boxes256)
         if not np.isfinite(logits).all():
             raise FloatingPointError(f"non-finite logits on {it.name}")
         out.append(kernels.postprocess(logits, it.frame.resized, (it.frame.height, it.frame.width)))
