@@ -3,7 +3,8 @@
 Needs the ``gui-test`` extra and Debian's ``xvfb`` plus the Qt xcb libraries (``scripts/gui_deps.sh``). Skips only
 when napari is not installed; with napari installed, a missing Xvfb is a failure, not a skip. The module starts its
 own Xvfb (``-displayfd``: a free display number) before the first QApplication exists and uses Qt's xcb platform
-(``QT_QPA_PLATFORM=offscreen`` cannot draw image layers). Screenshots: docs/napari_2d.png, docs/napari_3d.png.
+(``QT_QPA_PLATFORM=offscreen`` cannot draw image layers). Screenshots go to
+$TMPDIR/medsam_edge_napari_screens/ (``MEDSAM_EDGE_UPDATE_SCREENSHOTS=1``: docs/napari_2d.png, docs/napari_3d.png).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from medsam_edge.napari import _core as core  # noqa: E402
 pytestmark = [pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
+SHOT_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "medsam_edge_napari_screens"
 FIXTURE_3D = ROOT / "tests" / "fixtures" / "3D_MR_mni_block_2mm.npz"
 WIDGET = "Segment boxes (LiteMedSAM)"
 WAIT_MS = 60_000
@@ -83,8 +85,10 @@ def _wait(qtbot, widget) -> None:
 
 def _screenshot(viewer, qtbot, name: str) -> Path:
     qtbot.wait(300)  # let vispy draw the last refresh
-    path = ROOT / "docs" / name
-    path.parent.mkdir(exist_ok=True)
+    # the committed pictures (docs/) are rewritten only on request, so a test run leaves the checkout clean
+    folder = ROOT / "docs" if os.environ.get("MEDSAM_EDGE_UPDATE_SCREENSHOTS") == "1" else SHOT_DIR
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(path), canvas_only=False, flash=False)
     image = viewer.screenshot(canvas_only=True, flash=False)
     assert image.std() > 5, "the canvas screenshot is blank"
