@@ -163,12 +163,6 @@ def _boxes_from_args(args, ncols: int) -> np.ndarray | None:
     return as_boxes(boxes, ncols)
 
 
-def _write_png_atomic(path: Path, rgb: np.ndarray) -> None:
-    from .jobs import _write_png_atomic as write
-
-    write(Path(path), rgb)
-
-
 def _segmenter(args):
     from . import Segmenter
 
@@ -191,6 +185,7 @@ class _LazySegmenter:
 def _segment_example(args, con: _Console) -> int:
     from .examples import load_example
     from .io import write_labels
+    from .jobs import write_png_atomic
     from .metrics import dice
     from .overlay import overlay_2d
 
@@ -215,7 +210,7 @@ def _segment_example(args, con: _Console) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     overlay_path.parent.mkdir(parents=True, exist_ok=True)
     write_labels(output, result.label_map)
-    _write_png_atomic(overlay_path, overlay_2d(image, result.label_map, result.boxes))
+    write_png_atomic(Path(overlay_path), overlay_2d(image, result.label_map, result.boxes))
     con.say(f"wrote the label map {output} (labels 1..{len(boxes)}) and the overlay {overlay_path}")
     return 0
 

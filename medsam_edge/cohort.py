@@ -200,16 +200,18 @@ def write_results(path: Path, rows: Iterable[dict]) -> None:
     _atomic_write(path, ".csv", write)
 
 
+def _row(spec: CaseSpec, status: str, **fields: str) -> dict:
+    """A results row (:data:`COLUMNS`); fields not given are empty."""
+    return {**dict.fromkeys(COLUMNS, ""), "case": spec.case, "status": status, **fields}
+
+
 def _skipped_row(spec: CaseSpec, previous: dict | None) -> dict:
     previous = previous or {}
-    return {"case": spec.case, "seconds": previous.get("seconds", ""),
-            "segment_seconds": previous.get("segment_seconds", ""), "worker": previous.get("worker", ""),
-            "status": "skipped", "error": ""}
+    return _row(spec, "skipped", **{k: previous.get(k, "") for k in ("seconds", "segment_seconds", "worker")})
 
 
 def _failed_row(spec: CaseSpec, exc: BaseException) -> dict:
-    return {"case": spec.case, "seconds": "", "segment_seconds": "", "worker": "", "status": "error",
-            "error": f"{type(exc).__name__}: {exc}"}
+    return _row(spec, "error", error=f"{type(exc).__name__}: {exc}")
 
 
 # --------------------------------------------------------------------------------------------------- the run
@@ -285,8 +287,9 @@ def run_cohort(
     _remove_stale_temporaries(out)
     results_csv = out / RESULTS_NAME
     previous = read_results(results_csv)
-    todo = [s for s in specs if not Path(s.output).exists()]
-    rows: dict[str, dict] = {s.case: _skipped_row(s, previous.get(s.case)) for s in specs if s not in todo}
+    done = {s.case for s in specs if Path(s.output).exists()}
+    todo = [s for s in specs if s.case not in done]
+    rows: dict[str, dict] = {s.case: _skipped_row(s, previous.get(s.case)) for s in specs if s.case in done}
     report = CohortReport(rows=[], results_csv=results_csv)
     if todo:
         backend = _dask()
@@ -339,4 +342,4 @@ def _collect(results, rows: dict, specs: Sequence[CaseSpec], results_csv: Path, 
 
 
 def _pending_row(spec: CaseSpec) -> dict:
-    return {"case": spec.case, "seconds": "", "segment_seconds": "", "worker": "", "status": "pending", "error": ""}
+    return _row(spec, "pending")

@@ -281,6 +281,18 @@ def choose_window(modality: str | None = None, window: Window | None = None) -> 
     return None
 
 
+def image_2d(image: object, modality: str | None = None, window: Window | None = None) -> np.ndarray:
+    """The 2D image the segmenter gets from a file or a viewer layer (the CLI, the cohort and napari alike).
+
+    uint8 stays as it is; other dtypes are CT-windowed to uint8 when a ``window`` is given or the modality is CT
+    (:func:`choose_window`), and otherwise passed on unchanged (the segmenter's preprocessing min-max normalises).
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 and choose_window(modality, window) is not None:
+        return to_uint8(arr, modality, window)
+    return arr
+
+
 def slice_converter(volume: object, window: Window | None = None, modality: str | None = None):
     """``f(z) -> uint8 slice`` equal to ``to_uint8(volume, modality, window)[z]`` (the rule of
     :func:`choose_window`: a CT window, or the percentile rule), without converting the whole volume.

@@ -138,7 +138,7 @@ def segment_case(
     Raises:
         MedsamEdgeError: a subclass naming what was wrong (unreadable file, bad boxes, bad image, unwritable output).
     """
-    from .intensity import to_uint8
+    from .intensity import image_2d, to_uint8
     from .io import read_image, write_labels, write_npz_segs
     from .overlay import mosaic_3d, overlay_2d
 
@@ -146,9 +146,7 @@ def segment_case(
     loaded = read_image(path)
     if loaded.kind == "2d":
         box_array = _resolve_boxes(boxes, loaded, 4, path)
-        image = loaded.array
-        if image.dtype != np.uint8 and (window is not None or (loaded.modality or "").upper() == "CT"):
-            image = to_uint8(image, loaded.modality, window)
+        image = image_2d(loaded.array, loaded.modality, window)
         seg = _get(segmenter)
         t0 = time.perf_counter()
         result = seg(image, box_array)
@@ -157,13 +155,14 @@ def segment_case(
         picture = (lambda: overlay_2d(image, labels, result.boxes)) if overlay else None
     else:
         box_array = _resolve_boxes(boxes, loaded, 6, path)
-        volume = to_uint8(loaded.array, loaded.modality, window)
         seg = _get(segmenter)
         t0 = time.perf_counter()
-        vres = seg.segment_volume(volume, box_array, strategy=strategy, progress=progress)
+        # the library converts non-uint8 data slice by slice with the same rule (no uint8 copy of the volume)
+        vres = seg.segment_volume(loaded, box_array, strategy=strategy, window=window, progress=progress)
         seconds = time.perf_counter() - t0
         labels = vres.label_map
-        picture = (lambda: mosaic_3d(volume, labels, vres.boxes)) if overlay else None
+        picture = ((lambda: mosaic_3d(to_uint8(loaded.array, loaded.modality, window), labels, vres.boxes))
+                   if overlay else None)
     out = Path(output) if output is not None else None
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -172,11 +171,12 @@ def segment_case(
         else:
             write_labels(out, labels, reference=loaded if loaded.geometry is not None else None)
     if picture is not None:
-        _write_png_atomic(Path(overlay), picture())
+        write_png_atomic(Path(overlay), picture())
     return CaseResult(case=path.name, output=out, seconds=seconds, kind=loaded.kind, boxes=len(box_array))
 
 
-def _write_png_atomic(path: Path, rgb: np.ndarray) -> None:
+def write_png_atomic(path: Path, rgb: np.ndarray) -> None:
+    """An RGB picture as PNG, written atomically (parent folders created)."""
     import cv2
 
     from .errors import MedsamEdgeError

@@ -194,12 +194,9 @@ class ImageSource:
     def image(self, z: int | None = None) -> np.ndarray:
         """The 2D image the segmenter gets: the image itself, or slice ``z`` of a volume."""
         if self.ndim == 2:
-            image = np.asarray(self.data)
-            if image.dtype != np.uint8 and (self.window is not None or (self.modality or "").upper() == "CT"):
-                from ..intensity import to_uint8
+            from ..intensity import image_2d
 
-                image = to_uint8(image, self.modality, self.window)
-            return image
+            return image_2d(self.data, self.modality, self.window)
         if z is None:
             raise InvalidBoxError("a box on a volume needs its slice index")
         if self.data.dtype == np.uint8:
