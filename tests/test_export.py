@@ -203,6 +203,35 @@ def test_our_torch_model_matches_reference(reference, cases: list[Case], torch_o
     _report("our torch model vs reference (batched boxes vs one box a call)", rows)
 
 
+# ------------------------------------------------------------------------- factored vs plain decoder graph
+
+
+def test_factored_decoder_graph_is_the_plain_decoder(ours: LiteMedSAM, cases: list[Case], torch_outputs: dict) -> None:
+    """The exported (re-associated) decoder computes the checkpoint's decoder: float64 to rounding, float32 close."""
+    from medsam_edge.export.architecture import DecoderGraph
+    from medsam_edge.export.factored_decoder import FactoredDecoderGraph
+
+    rows = []
+    try:
+        for dtype, limit in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+            model = ours.to(dtype)
+            plain = DecoderGraph(model)
+            factored = FactoredDecoderGraph(model.prompt_encoder, model.mask_decoder)
+            for case in cases:
+                emb = torch.from_numpy(torch_outputs[case.name][0]).to(dtype)
+                for boxes in (case.boxes[:1], case.boxes):
+                    b = torch.from_numpy(boxes).to(dtype)
+                    with torch.no_grad():
+                        (l0, i0), (l1, i1) = plain(emb, b), factored(emb, b)
+                    diff = float((l0 - l1).abs().max())
+                    rows.append({"dtype": str(dtype), "case": case.name, "boxes": len(boxes), "logits_max_abs": diff})
+                    assert diff < limit, (case.name, dtype, diff)
+                    assert float((i0 - i1).abs().max()) < limit, (case.name, dtype)
+    finally:
+        ours.to(torch.float32)
+    _report("factored vs plain decoder graph (torch)", rows)
+
+
 # ------------------------------------------------------------------------------------------ IR vs torch
 
 
