@@ -149,7 +149,10 @@ class FactoredDecoderGraph(nn.Module):
         learned = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([learned.unsqueeze(0).expand(b, -1, -1), prompts], dim=1)  # (B, T, C)
         image_pe = pe_enc.positional_tokens()  # (1, S, C)
-        keys = (embedding + pe_enc.no_mask_embedding()).flatten(2).transpose(1, 2)  # (1, S, C), shared
+        # token-major once; the dense no-mask term is added after the transpose so that every consumer reads one
+        # materialised (1, S, C) tensor (a transpose feeding a MatMul directly is folded into it and then redone
+        # per consumer by the CPU plugin: ~2 ms each)
+        keys = embedding.flatten(2).transpose(1, 2) + pe_enc.no_mask_embedding().reshape(1, 1, -1)  # (1, S, C)
 
         queries = tokens
         for i, blk in enumerate(self.blocks):
