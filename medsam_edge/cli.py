@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidBoxError, MedsamEdgeError, UnreadableFileError
+from .runtime import DEFAULT_PRECISION
 
 EPILOG = """examples:
   medsam-edge                                    # bundled example -> ./medsam_edge_example/
@@ -74,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--window", help="CT window for non-uint8 data: abdomen, lung, brain, mediastinum or WIDTH,LEVEL")
     co.add_argument("--strategy", choices=["propagate", "slicewise"],
                     help="3D strategy (default: slicewise; propagate = the official loop)")
-    co.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
-                    help="fp32 (default, the reference), bf16 or int8 (faster, opt-in)")
+    co.add_argument("--precision", default=DEFAULT_PRECISION, choices=["int8", "fp32", "bf16"],
+                    help="int8 (default), fp32 (the reference configuration) or bf16")
     co.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
     co.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors, no progress bar")
 
@@ -101,8 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
-                   help="fp32 (default, the reference), bf16 or int8 (faster, opt-in)")
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=["int8", "fp32", "bf16"],
+                   help="int8 (default), fp32 (the reference configuration) or bf16")
     p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors, no progress bars")

@@ -39,6 +39,7 @@ from typing import Iterable, Sequence
 
 from .errors import ConfigurationError, UnreadableFileError
 from .jobs import output_path
+from .runtime import DEFAULT_PRECISION
 
 #: Columns of ``results.csv``: ``seconds`` is the worker's wall time for the case (read, segment, write),
 #: ``segment_seconds`` the segmentation alone (what ``efficiency.csv`` of ``segment FOLDER`` reports).
@@ -245,7 +246,7 @@ def run_cohort(
     threads_per_worker: int | None = None,
     address: str | None = None,
     client=None,
-    precision: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
     device: str = "CPU",
     window: str | tuple[float, float] | None = None,
     strategy: str | None = None,

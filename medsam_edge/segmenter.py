@@ -17,7 +17,7 @@ from .errors import ConfigurationError, InvalidBoxError, NotReadyError
 from .engine import Engine
 from .prompts import Frame, check_boxes_2d, check_image
 from .refine import VolumeZoom, Zoom, ZoomOptions, check_refine
-from .runtime import DEFAULT, RuntimeOptions, resolve_cache_dir
+from .runtime import DEFAULT, DEFAULT_PRECISION, RuntimeOptions, resolve_cache_dir
 from .volume import STRATEGIES, SliceSource, VolumeResult, check_boxes_3d, check_volume
 from .volume import segment_volume as run_volume
 
@@ -57,10 +57,11 @@ class Segmenter:
     """LiteMedSAM on OpenVINO.
 
     Args:
-        precision: "fp32" (default: exact f32 execution of near-FP32 weights; the reference configuration), "bf16"
-            (bf16 execution of the FP16-stored model; ~1.7x faster on CPUs with AVX-512 BF16/AMX) or "int8"
-            (NNCF-quantized; fastest). bf16 and int8 are opt-in: on ambiguous targets their masks can differ from
-            fp32 (see calibration/README.md for the measured agreement and accuracy).
+        precision: "int8" (default: the NNCF-quantized encoder, the decoder in bf16 on CPUs with AVX-512 BF16 / AMX
+            and f32 elsewhere; ~2.5x faster encoder than fp32 on AVX-512 VNNI; DSC / NSD against ground truth level
+            with fp32 on the val and dev sets, see calibration/README.md), "fp32" (exact f32 execution of near-FP32
+            weights; the reference configuration, what :meth:`reference` uses) or "bf16" (bf16 execution of the
+            FP16-stored model). Masks of different precisions can differ on boxes where the model itself is unsure.
         device: OpenVINO device name, default "CPU"; any name OpenVINO knows passes through.
         threads: inference threads (None: OpenVINO's default, all cores).
         cpu_pinning: pin inference threads to cores (None: OpenVINO's default); False for several processes
@@ -88,7 +89,7 @@ class Segmenter:
 
     def __init__(
         self,
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
         *,
         device: str = "CPU",
         threads: int | None = None,

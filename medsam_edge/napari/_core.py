@@ -23,9 +23,10 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 
 from ..errors import InvalidBoxError
+from ..runtime import DEFAULT_PRECISION
 from ..segmenter import ImageState, SegmentationResult, Segmenter
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("int8", "fp32", "bf16")  # the first is the widget's default (the library default)
 #: embeddings kept per widget by default (4 MiB each)
 DEFAULT_CACHE_SLICES = 16
 #: how far a single 3D rectangle reaches up and down when no z-range is given
@@ -289,7 +290,7 @@ class Session:
         self.cache = EmbeddingCache(cache_slices)
         self.timing = Timing()
 
-    def segmenter(self, precision: str = "fp32") -> Segmenter:
+    def segmenter(self, precision: str = DEFAULT_PRECISION) -> Segmenter:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         with self._lock:
@@ -297,7 +298,7 @@ class Session:
                 self._segmenters[precision] = self._make(precision=precision)
             return self._segmenters[precision]
 
-    def state(self, source: ImageSource, z: int | None, precision: str = "fp32") -> ImageState:
+    def state(self, source: ImageSource, z: int | None, precision: str = DEFAULT_PRECISION) -> ImageState:
         """The embedding of the image (or slice ``z``), from the cache or encoded now."""
         key = (source.key, z, precision)
         state = self.cache.get(key)
@@ -310,7 +311,7 @@ class Session:
         return state
 
     def segment_2d(self, source: ImageSource, z: int | None, boxes: np.ndarray,
-                   precision: str = "fp32") -> SegmentationResult:
+                   precision: str = DEFAULT_PRECISION) -> SegmentationResult:
         """Masks for (N, 4) boxes on the image or on slice ``z``: encode only if that slice is not cached."""
         self.timing = Timing()
         state = self.state(source, z, precision)
@@ -319,7 +320,7 @@ class Session:
         self.timing.decode_s = time.perf_counter() - start
         return result
 
-    def segment_3d(self, source: ImageSource, box: np.ndarray, precision: str = "fp32",
+    def segment_3d(self, source: ImageSource, box: np.ndarray, precision: str = DEFAULT_PRECISION,
                    strategy: str = "slicewise") -> tuple[int, np.ndarray]:
         """One (1, 6) box through :meth:`Segmenter.segment_volume` on the box's z-range only.
 
