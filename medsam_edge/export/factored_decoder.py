@@ -156,12 +156,7 @@ class FactoredDecoderGraph(nn.Module):
 
         queries = tokens
         for i, blk in enumerate(self.blocks):
-            if blk.first:
-                queries = blk.self_attn(queries, queries, queries)
-            else:
-                q = queries + tokens
-                queries = queries + blk.self_attn(q, q, queries)
-            queries = blk.norm1(queries)
+            queries = blk.self_attend(queries, tokens)
             keys_pos = keys + image_pe
             if i == 0:  # image side shared by all boxes (batch 1): the plain attention projects it once
                 attended = blk.cross_attn_token_to_image(queries + tokens, keys_pos, keys)

@@ -172,16 +172,17 @@ class TwoWayBlock(nn.Module):
         self.norm4 = nn.LayerNorm(cfg.dim)
         self.cross_attn_image_to_token = Attention(cfg.dim, cfg.heads, cfg.cross_downsample)
 
+    def self_attend(self, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
+        """The token self-attention step (B, T, C) -> (B, T, C), norm1 included."""
+        if self.first:
+            return self.norm1(self.self_attn(queries, queries, queries))
+        q = queries + query_pe
+        return self.norm1(queries + self.self_attn(q, q, queries))
+
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.first:
-            queries = self.self_attn(queries, queries, queries)
-        else:
-            q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries)
-        queries = self.norm1(queries)
-
+        queries = self.self_attend(queries, query_pe)
         keys_pos = keys + key_pe
         queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, keys_pos, keys))
         queries = self.norm3(queries + self.mlp(queries))
