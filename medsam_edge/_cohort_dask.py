@@ -69,7 +69,7 @@ def _stall_for_test(case: str) -> None:
     time.sleep(600)
 
 
-def run_case(spec, plugin: str, window=None, strategy=None) -> dict:
+def run_case(spec, plugin: str, window=None, strategy=None, slice_step: int = 1) -> dict:
     """One case on this worker's Segmenter -> a results row (see :data:`medsam_edge.cohort.COLUMNS`)."""
     from .jobs import read_boxes_json, segment_case
 
@@ -80,7 +80,8 @@ def run_case(spec, plugin: str, window=None, strategy=None) -> dict:
     _stall_for_test(spec.case)
     try:
         boxes = read_boxes_json(spec.boxes_file) if spec.boxes_file else spec.boxes
-        result = segment_case(segmenter, spec.path, spec.output, boxes=boxes, window=window, strategy=strategy)
+        result = segment_case(segmenter, spec.path, spec.output, boxes=boxes, window=window, strategy=strategy,
+                              slice_step=slice_step)
     except MedsamEdgeError as exc:
         row.update(status="error", error=f"{type(exc).__name__}: {exc}", segment_seconds="")
     else:
@@ -108,10 +109,11 @@ class Session:
         self.client.register_plugin(plugin, name=plugin.name)
         return self.client.run(_plugin_threads, plugin.name)
 
-    def submit(self, specs: Sequence, *, window=None, strategy=None, retries: int = 2) -> Iterator:
+    def submit(self, specs: Sequence, *, window=None, strategy=None, slice_step: int = 1,
+               retries: int = 2) -> Iterator:
         """Map the cases onto the workers; yields ``(spec, row, exception)`` as cases finish."""
         futures = self.client.map(run_case, list(specs), plugin=self.plugin, window=window, strategy=strategy,
-                                  retries=retries, pure=False)
+                                  slice_step=slice_step, retries=retries, pure=False)
         by_key = {f.key: spec for f, spec in zip(futures, specs)}
         for future in as_completed(futures):
             spec = by_key[future.key]

@@ -199,3 +199,54 @@ def paste_bool_masks(
         if box is not None:
             next_boxes[k] = box
     return next_boxes, crops
+
+
+def interpolate_masks(first, last, fractions, shape: tuple[int, int]) -> list:
+    """Shape interpolation between two masks of one box on two slices (the slice-skipping mode's fill).
+
+    ``first`` and ``last`` are crops ``(y0, x0, bool crop)`` as :func:`paste_bool_masks` returns them, or None for an
+    empty mask; ``fractions`` are positions t in (0, 1) between them (0 = ``first``, 1 = ``last``); ``shape`` is the
+    (H, W) slice. Each mask becomes a signed distance map (exact Euclidean, OpenCV ``DIST_MASK_PRECISE``; positive
+    inside: distance to the nearest outside pixel, negative outside: minus the distance to the nearest inside
+    pixel) on the union of the two bounding boxes plus one pixel, and the mask at t is ``(1 - t) * sdf_first + t *
+    sdf_last > 0``, so t = 0 and t = 1 give the two masks back and a disc of radius r0 turns into one of radius
+    about (1 - t) r0 + t r1. Where the blend is empty although both masks are not (shapes too far apart to overlap
+    in between), the nearer mask is repeated (``first`` for t <= 0.5). With one mask empty, the other is repeated up
+    to halfway (t < 0.5 for ``first``, t > 0.5 for ``last``) and nothing after; both empty -> nothing.
+
+    Returns:
+        one entry per fraction: ``(y0, x0, bool crop)`` clipped to the slice and tightened, or None when empty.
+    """
+    h, w = shape
+    if first is None and last is None:
+        return [None] * len(fractions)
+    if first is None or last is None:
+        keep, near = (first, lambda t: t < 0.5) if last is None else (last, lambda t: t > 0.5)
+        return [(keep[0], keep[1], keep[2].copy()) if near(t) else None for t in fractions]
+    (ay, ax, am), (by, bx, bm) = first, last
+    y0, x0 = min(ay, by) - 1, min(ax, bx) - 1
+    y1, x1 = max(ay + am.shape[0], by + bm.shape[0]) + 1, max(ax + am.shape[1], bx + bm.shape[1]) + 1
+
+    def sdf(py, px, m):
+        canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        canvas[py - y0:py - y0 + m.shape[0], px - x0:px - x0 + m.shape[1]] = m
+        inside = cv2.distanceTransform(canvas, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        outside = cv2.distanceTransform(1 - canvas, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        return inside - outside
+
+    da, db = sdf(ay, ax, am), sdf(by, bx, bm)
+    out: list = []
+    for t in fractions:
+        mask = ((1.0 - t) * da + t * db) > 0
+        # clip the canvas (which may reach one pixel past the slice) to the slice, then tighten to the mask
+        cy0, cx0 = max(0, -y0), max(0, -x0)
+        mask = mask[cy0:min(mask.shape[0], h - y0), cx0:min(mask.shape[1], w - x0)]
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size == 0:
+            near = first if t <= 0.5 else last
+            out.append((near[0], near[1], near[2].copy()))
+            continue
+        cols = np.flatnonzero(mask.any(axis=0))
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        out.append((y0 + cy0 + r0, x0 + cx0 + c0, mask[r0:r1, c0:c1].copy()))
+    return out

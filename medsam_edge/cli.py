@@ -37,6 +37,16 @@ EPILOG = """examples:
 """
 
 
+def _slice_step(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 (1 = every slice), got {text!r}")
+    return k
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="medsam-edge",
@@ -61,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--window", help="CT window for non-uint8 data: abdomen, lung, brain, mediastinum or WIDTH,LEVEL")
     seg.add_argument("--strategy", choices=["propagate", "slicewise"],
                      help="3D strategy (default: slicewise; propagate = the official loop)")
+    seg.add_argument("--slice-step", type=_slice_step, default=1, metavar="K",
+                     help="3D: decode every K-th slice of each box (and its first and last) and fill the slices "
+                     "between by shape interpolation; default 1 = every slice")
     _add_runtime_args(seg)
 
     co = sub.add_parser("cohort", help="segment a cohort on a Dask cluster (needs the cohort extra)",
@@ -75,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--window", help="CT window for non-uint8 data: abdomen, lung, brain, mediastinum or WIDTH,LEVEL")
     co.add_argument("--strategy", choices=["propagate", "slicewise"],
                     help="3D strategy (default: slicewise; propagate = the official loop)")
+    co.add_argument("--slice-step", type=_slice_step, default=1, metavar="K",
+                    help="3D: decode every K-th slice of each box and interpolate the rest (default 1: every slice)")
     co.add_argument("--precision", default=DEFAULT_PRECISION, choices=["int8", "fp32", "bf16"],
                     help="int8 (default), fp32 (the reference configuration) or bf16")
     co.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
@@ -234,7 +249,7 @@ def _segment_one(lazy: _LazySegmenter, path: Path, args, con: _Console, output: 
     try:
         result = segment_case(lazy.get, path, output, boxes=lambda ncols: _boxes_from_args(args, ncols),
                               window=_window(args.window), strategy=args.strategy, overlay=overlay,
-                              progress=progress)
+                              progress=progress, slice_step=args.slice_step)
     finally:
         if bar is not None:
             bar.close()
@@ -305,7 +320,8 @@ def cmd_cohort(args) -> int:
     con = _Console(args.quiet)
     report = run_cohort(args.input, args.output, workers=args.workers, threads_per_worker=args.threads_per_worker,
                         address=args.address, precision=args.precision, device=args.device,
-                        window=_window(args.window), strategy=args.strategy, progress=con.bars)
+                        window=_window(args.window), strategy=args.strategy, progress=con.bars,
+                        slice_step=args.slice_step)
     for row in report.rows:
         if row["status"] == "error":
             print(f"error: {row['case']}: {row['error']}", file=sys.stderr)

@@ -250,6 +250,7 @@ def run_cohort(
     device: str = "CPU",
     window: str | tuple[float, float] | None = None,
     strategy: str | None = None,
+    slice_step: int = 1,
     retries: int = 2,
     progress: bool | None = None,
     flush_seconds: float = 2.0,
@@ -267,7 +268,7 @@ def run_cohort(
         address: scheduler address of a running cluster (``dask scheduler``) to join instead of starting one.
         client: an open ``distributed.Client`` to use (left open), e.g. one shared by several runs.
         precision, device: the Segmenter's options on every worker.
-        window, strategy: as ``medsam-edge segment --window / --strategy``.
+        window, strategy, slice_step: as ``medsam-edge segment --window / --strategy / --slice-step``.
         retries: Dask retries of a case whose worker died or that raised an unexpected error.
         progress: tqdm bar over finished cases (None: when stderr is a terminal).
         flush_seconds: ``results.csv`` is rewritten at most this often while the run goes on (and at the end).
@@ -278,6 +279,8 @@ def run_cohort(
         MedsamEdgeError: the model could not be built on the workers (the message of the first failure).
     """
     _check_counts(workers, threads_per_worker)
+    if isinstance(slice_step, bool) or not isinstance(slice_step, int) or slice_step < 1:
+        raise ConfigurationError(f"slice_step must be an integer >= 1 (1 = every slice), got {slice_step!r}")
     if workers is not None and (address is not None or client is not None):
         raise ConfigurationError("workers is the size of a local cluster; with address/client the cluster's own "
                                  "workers are used (start them with `dask worker ADDRESS --nworkers N`)")
@@ -304,7 +307,8 @@ def run_cohort(
             report.workers = session.load_models(config)
             report.timings["models"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            _collect(session.submit(todo, window=window, strategy=strategy, retries=retries), rows, specs,
+            _collect(session.submit(todo, window=window, strategy=strategy, slice_step=slice_step,
+                                    retries=retries), rows, specs,
                      results_csv, progress, flush_seconds)
             report.timings["run"] = time.perf_counter() - t0
     report.rows = [rows[s.case] for s in specs]

@@ -117,6 +117,7 @@ def segment_case(
     window: str | tuple[float, float] | None = None,
     strategy: str | None = None,
     overlay: os.PathLike | str | None = None,
+    slice_step: int = 1,
     progress: Progress | None = None,
 ) -> CaseResult:
     """Segment one file and write its label map.
@@ -131,6 +132,8 @@ def segment_case(
         window: CT window for non-uint8 data (preset name or ``(width, level)``), as ``--window``.
         strategy: 3D strategy (None: the segmenter's default).
         overlay: also write a PNG picture of the result (3D: a mosaic of slices).
+        slice_step: 3D only: k > 1 decodes every k-th slice and interpolates the rest (see
+            :meth:`medsam_edge.Segmenter.segment_volume`).
         progress: called with ``(done, total)`` slices during a 3D case.
 
     Every file is written atomically (a temporary file renamed into place), so an existing output is complete.
@@ -158,7 +161,8 @@ def segment_case(
         seg = _get(segmenter)
         t0 = time.perf_counter()
         # the library converts non-uint8 data slice by slice with the same rule (no uint8 copy of the volume)
-        vres = seg.segment_volume(loaded, box_array, strategy=strategy, window=window, progress=progress)
+        vres = seg.segment_volume(loaded, box_array, strategy=strategy, window=window, progress=progress,
+                                  slice_step=slice_step)
         seconds = time.perf_counter() - t0
         labels = vres.label_map
         picture = ((lambda: mosaic_3d(to_uint8(loaded.array, loaded.modality, window), labels, vres.boxes))

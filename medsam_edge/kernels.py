@@ -15,6 +15,8 @@ resized_shape = _py.resized_shape
 # paste_masks for masks already at full resolution (the ROI-zoom path): NumPy only, its box rule is the twin's
 # box_from_mask (bit-exact with the native one, tests/test_kernels.py)
 paste_bool_masks = _py.paste_bool_masks
+# shape interpolation of the slice-skipping mode: NumPy + OpenCV's exact distance transform, no native twin
+interpolate_masks = _py.interpolate_masks
 
 _FORCE_PY = os.environ.get("MEDSAM_EDGE_PURE_PYTHON", "").strip().lower() not in ("", "0", "false", "no")
 
@@ -53,4 +55,5 @@ __all__ = [
     "box_from_mask",
     "paste_masks",
     "paste_bool_masks",
+    "interpolate_masks",
 ]

@@ -145,6 +145,7 @@ class VolumeResult:
         geometry: the volume's geometry (:class:`medsam_edge.io.Geometry`) when known, else None.
         strategy: "propagate" or "slicewise".
         encoded_slices: how many slice encodings ran (a slice encoded twice counts twice).
+        slice_step: 1, or k of the slice-skipping mode (masks between a box's key slices interpolated).
     """
 
     label_map: np.ndarray
@@ -153,6 +154,7 @@ class VolumeResult:
     geometry: object | None
     strategy: str
     encoded_slices: int
+    slice_step: int = 1
     _pieces: tuple = field(repr=False, default=())
 
     def mask(self, i: int) -> np.ndarray:
@@ -207,6 +209,7 @@ def segment_volume(
     progress: Callable[[int, int], None] | None = None,
     geometry=None,
     refine=None,
+    slice_step: int = 1,
 ) -> VolumeResult:
     """Run the slice loop. ``volume`` (z, y, x) and ``boxes`` (N, 6) must already be validated/clipped.
 
@@ -215,9 +218,17 @@ def segment_volume(
     ``refine``: optional :class:`medsam_edge.refine.Zoom` run on every slice after the full-slice decode, with each
     box's prompt in original pixels (the 2D part on its first slice, else the box from the previous slice's mask);
     its masks are the ones propagated.
+    ``slice_step`` k > 1 (the opt-in slice-skipping mode): box b is decoded only on its key slices, those z in
+    [z_min, z_max] with z % k == 0 plus z_min, z_max (and z_mid for "propagate"), so a slice is encoded only when it is
+    some box's key slice; each run of slices between two consecutive key slices of a box is filled by
+    :func:`medsam_edge.kernels.interpolate_masks` of the two masks (scores stay NaN there). Propagation carries the
+    box from key slice to key slice. k = 1 is the plain loop.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if isinstance(slice_step, bool) or not isinstance(slice_step, (int, np.integer)) or slice_step < 1:
+        raise ValueError(f"slice_step must be an integer >= 1, got {slice_step!r}")
+    slice_step = int(slice_step)
     d, h, w = volume.shape
     frame = Frame(h, w)
     n = len(boxes)
@@ -227,7 +238,7 @@ def segment_volume(
     scores = np.full((n, d), np.nan, dtype=np.float32)
     pieces: list[dict[int, _Piece]] = [dict() for _ in range(n)]
     if n == 0:
-        return VolumeResult(labels, boxes, scores, geometry, strategy, 0, tuple(pieces))
+        return VolumeResult(labels, boxes, scores, geometry, strategy, 0, slice_step, tuple(pieces))
 
     zmin = boxes[:, 2].astype(np.int64)
     zmax = boxes[:, 5].astype(np.int64)
@@ -242,7 +253,17 @@ def segment_volume(
         up_start, up_end = zmin, zmax
         down_start, down_end = zmin - 1, zmin  # empty
 
-    total = int((up_end - up_start + 1).clip(0).sum() + (down_start - down_end + 1).clip(0).sum())
+    def is_key(z: int) -> np.ndarray:
+        """(N,) bool: is slice z one of each box's key slices (every slice when slice_step is 1)."""
+        if slice_step == 1:
+            return np.ones(n, dtype=bool)
+        key = (z == zmin) | (z == zmax) | (z % slice_step == 0)
+        return key | (z == zmid) if strategy == "propagate" else key
+
+    if slice_step == 1:
+        total = int((up_end - up_start + 1).clip(0).sum() + (down_start - down_end + 1).clip(0).sum())
+    else:
+        total = sum(int(is_key(z)[b]) for b in range(n) for z in range(int(zmin[b]), int(zmax[b]) + 1))
     done = 0
     emb_cache = _Embeddings(volume, encode, cache_slices if strategy == "propagate" else 0)
     # propagation state: each box's prompt for its next slice (256 space), None = its 2D part (first slice, or the
@@ -282,12 +303,13 @@ def segment_volume(
 
     # upward sweep (ascending z)
     for z in range(int(up_start.min()), int(up_end.max()) + 1):
-        active = np.flatnonzero((up_start <= z) & (z <= up_end))
+        key = is_key(z)
+        active = np.flatnonzero((up_start <= z) & (z <= up_end) & key)
         if active.size == 0:
             continue
         prev = [None if (strategy == "slicewise" or z == zmid[b]) else last_box[b] for b in active]
         keep = strategy == "propagate" and needed_down_lo <= z <= needed_down_hi and bool(
-            ((down_end <= z) & (z <= down_start)).any()
+            ((down_end <= z) & (z <= down_start) & key).any()
         )
         found = run_slice(z, active, prev, keep)
         for k, b in enumerate(active):
@@ -299,13 +321,31 @@ def segment_volume(
     if strategy == "propagate" and needed_down_hi >= needed_down_lo:
         last_box = list(mid_box)
         for z in range(needed_down_hi, needed_down_lo - 1, -1):
-            active = np.flatnonzero((down_end <= z) & (z <= down_start))
+            active = np.flatnonzero((down_end <= z) & (z <= down_start) & is_key(z))
             if active.size == 0:
                 continue
             found = run_slice(z, active, [last_box[b] for b in active], keep=False)
             for k, b in enumerate(active):
                 last_box[b] = found[k]
 
+    if slice_step > 1:  # fill each box's slices between consecutive key slices by shape interpolation
+        for b in range(n):
+            keys = [z for z in range(int(zmin[b]), int(zmax[b]) + 1) if is_key(z)[b]]
+            for za, zb in zip(keys[:-1], keys[1:]):
+                if zb - za < 2:
+                    continue
+                ends = [pieces[b].get(za), pieces[b].get(zb)]
+                ends = [None if p is None else (p.y0, p.x0, p.mask) for p in ends]
+                between = range(za + 1, zb)
+                filled = kernels.interpolate_masks(ends[0], ends[1], [(z - za) / (zb - za) for z in between], (h, w))
+                for z, crop in zip(between, filled):
+                    if crop is None:
+                        continue
+                    y0, x0, m = int(crop[0]), int(crop[1]), crop[2]
+                    region = labels[z, y0:y0 + m.shape[0], x0:x0 + m.shape[1]]
+                    region[m] = np.maximum(region[m], np.uint16(b + 1))
+                    pieces[b][z] = _Piece(y0, x0, m)
+
     for arr in (labels, scores):
         arr.setflags(write=False)
-    return VolumeResult(labels, boxes, scores, geometry, strategy, emb_cache.count, tuple(pieces))
+    return VolumeResult(labels, boxes, scores, geometry, strategy, emb_cache.count, slice_step, tuple(pieces))

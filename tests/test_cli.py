@@ -73,6 +73,17 @@ def test_3d_nifti_keeps_geometry_and_writes_a_mosaic(tmp_path):
     labels = sitk.GetArrayFromImage(seg)
     assert set(np.unique(labels)) <= set(range(len(vol.boxes) + 1)) and labels.max() >= 1
     assert read_png(tmp_path / "mosaic.png").ndim == 3
+    # the slice-skipping mode: same geometry, labels on every slice of the boxes; a step below 1 is refused
+    proc = run("segment", tmp_path / "vol.nii.gz", "--boxes", boxes, "-o", tmp_path / "seg2.nii.gz",
+               "--precision", "fp32", "--slice-step", "2")
+    assert proc.returncode == 0, proc.stderr
+    skipped = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "seg2.nii.gz")))
+    assert skipped.shape == labels.shape and 2 * (skipped > 0).sum() > (labels > 0).sum()
+    z_lo, z_hi = int(vol.boxes[:, 2].min()), int(vol.boxes[:, 5].max())
+    assert all(skipped[z].any() for z in range(z_lo, z_hi + 1) if labels[z].any())
+    proc = run("segment", tmp_path / "vol.nii.gz", "--boxes", boxes, "-o", tmp_path / "seg3.nii.gz",
+               "--slice-step", "0")
+    assert proc.returncode == 2 and "--slice-step" in proc.stderr and not (tmp_path / "seg3.nii.gz").exists()
 
 
 def test_folder_of_challenge_npz(tmp_path):

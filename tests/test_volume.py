@@ -286,3 +286,116 @@ def test_default_strategy_is_slicewise_and_reference_keeps_the_official_propagat
     seen.clear()
     Segmenter.reference(volume_strategy="slicewise")  # an explicit choice still wins
     assert seen["volume_strategy"] == "slicewise"
+
+
+def _disc(shape, cy, cx, r):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    m = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    return int(rows[0]), int(cols[0]), m[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def _paint(shape, crop):
+    out = np.zeros(shape, bool)
+    if crop is not None:
+        y0, x0, m = crop
+        out[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
+    return out
+
+
+def test_interpolate_masks_blends_signed_distances():
+    from medsam_edge import kernels
+
+    shape = (100, 120)
+    small, big = _disc(shape, 50, 60, 10), _disc(shape, 50, 60, 20)
+    out = kernels.interpolate_masks(small, big, [0.0, 0.25, 0.5, 0.75, 1.0], shape)
+    assert np.array_equal(_paint(shape, out[0]), _paint(shape, small))
+    assert np.array_equal(_paint(shape, out[-1]), _paint(shape, big))
+    for t, crop in zip([0.25, 0.5, 0.75], out[1:4]):
+        r = (1 - t) * 10 + t * 20
+        assert abs(_paint(shape, crop).sum() / (np.pi * r * r) - 1) < 0.05, t  # a disc of the blended radius
+        assert (_paint(shape, crop) >= _paint(shape, small)).all() and (_paint(shape, crop) <= _paint(shape, big)).all()
+    # a shifted disc: the blend's centre moves half way
+    a, b = _disc(shape, 40, 40, 15), _disc(shape, 50, 60, 15)
+    mid = _paint(shape, kernels.interpolate_masks(a, b, [0.5], shape)[0])
+    yy, xx = np.nonzero(mid)
+    assert abs(yy.mean() - 45) < 0.5 and abs(xx.mean() - 50) < 0.5
+    # far apart (no overlap in between): the nearer mask; one side empty: repeated up to half way; both empty
+    far = kernels.interpolate_masks(_disc(shape, 20, 20, 8), _disc(shape, 80, 100, 8), [0.3, 0.7], shape)
+    assert np.array_equal(_paint(shape, far[0]), _paint(shape, _disc(shape, 20, 20, 8)))
+    assert np.array_equal(_paint(shape, far[1]), _paint(shape, _disc(shape, 80, 100, 8)))
+    half = kernels.interpolate_masks(small, None, [0.25, 0.75], shape)
+    assert np.array_equal(_paint(shape, half[0]), _paint(shape, small)) and half[1] is None
+    half = kernels.interpolate_masks(None, big, [0.25, 0.75], shape)
+    assert half[0] is None and np.array_equal(_paint(shape, half[1]), _paint(shape, big))
+    assert kernels.interpolate_masks(None, None, [0.5], shape) == [None]
+    # masks at the slice's border: the result stays inside the slice
+    corner = kernels.interpolate_masks(_disc(shape, 0, 0, 12), _disc(shape, 99, 119, 12), [0.5], shape)[0]
+    y0, x0, m = corner
+    assert y0 >= 0 and x0 >= 0 and y0 + m.shape[0] <= shape[0] and x0 + m.shape[1] <= shape[1]
+
+
+class SphereModel:
+    """A decoder that segments the bright disc inside the box, on slices of a ball whose radius changes with z."""
+
+    def __init__(self):
+        self.encoded = 0
+
+    def encode(self, slice2d):
+        self.encoded += 1
+        tensor, _ = twin.preprocess(slice2d)
+        return tensor[:, :1].copy()
+
+    decode = FakeModel.decode
+
+
+def _ball(shape=(31, 128, 128), r=13.0):
+    d, h, w = shape
+    zz, yy, xx = np.mgrid[:d, :h, :w]
+    return ((((zz - 15) * 1.0) ** 2 + ((yy - 64) / 4.0) ** 2 + ((xx - 64) / 4.0) ** 2) < r * r).astype(np.uint8) * 200
+
+
+@pytest.mark.parametrize("strategy", ["slicewise", "propagate"])
+def test_slice_step_decodes_key_slices_and_interpolates_the_rest(strategy):
+    vol = _ball()
+    boxes = check_boxes_3d([[4, 4, 3, 124, 124, 27], [10, 10, 5, 120, 120, 9]], vol.shape)
+    full_model, step_model = SphereModel(), SphereModel()
+    full = segment_volume(vol, boxes, full_model.encode, full_model.decode, strategy=strategy)
+    assert full.slice_step == 1
+    res = segment_volume(vol, boxes, step_model.encode, step_model.decode, strategy=strategy, slice_step=3,
+                         cache_slices=64)
+    assert res.slice_step == 3
+    # key slices: z % 3 == 0 and each box's ends (and middle for propagate); nothing else is encoded
+    zmid = [15, 7]
+    keys = [{z for z in range(z0, z1 + 1) if z % 3 == 0 or z in (z0, z1) or (strategy == "propagate" and z == m)}
+            for (z0, z1), m in zip([(3, 27), (5, 9)], zmid)]
+    assert res.encoded_slices == len(keys[0] | keys[1]) == step_model.encoded
+    for i, k in enumerate(keys):
+        assert set(np.flatnonzero(~np.isnan(res.scores[i]))) == k
+    # key slices carry the decoded masks; the interpolated slices stay close to the decoded ones (a smooth ball)
+    for i in range(2):
+        m_full, m_step = full.mask(i), res.mask(i)
+        z0, z1 = int(boxes[i, 2]), int(boxes[i, 5])
+        assert not m_step[:z0].any() and not m_step[z1 + 1:].any()
+        if strategy == "slicewise":  # slicewise key slices are prompted exactly as in the full run
+            for z in keys[i]:
+                assert np.array_equal(m_step[z], m_full[z])
+        inter = 2 * (m_step & m_full).sum() / (m_step.sum() + m_full.sum())
+        assert inter > 0.97, inter
+    # the label map is "later wins" over the per-box masks, interpolated slices included
+    rebuilt = np.zeros(vol.shape, np.uint16)
+    for i in range(2):
+        rebuilt[res.mask(i)] = i + 1
+    assert np.array_equal(rebuilt, res.label_map)
+
+
+def test_slice_step_1_is_the_plain_loop_and_bad_steps_raise():
+    vol = make_volume(3)
+    boxes = check_boxes_3d(BOXES, vol.shape)
+    a, b = FakeModel(), FakeModel()
+    plain = segment_volume(vol, boxes, a.encode, a.decode, strategy="propagate")
+    step1 = segment_volume(vol, boxes, b.encode, b.decode, strategy="propagate", slice_step=1)
+    assert np.array_equal(plain.label_map, step1.label_map) and plain.encoded_slices == step1.encoded_slices
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="slice_step"):
+            segment_volume(vol, boxes, a.encode, a.decode, slice_step=bad)
