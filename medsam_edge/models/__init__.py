@@ -8,7 +8,8 @@ Layout (all in this folder)::
                                  -> low_res_logits (B,1,256,256) f32, iou (B,1) f32
 
 Variants: ``fp32`` (``*_fp32c``: FP16 + int8 residual weights, ~fp32 accuracy, serves the fp32 precision), ``fp16``
-(weights stored in FP16, serves bf16) and ``int8`` (NNCF-quantized INT8 encoder, opt-in; fp32 is the default). See :data:`medsam_edge.runtime.PRECISIONS`.
+(weights stored in FP16, serves bf16) and ``int8`` (NNCF-quantized INT8 encoder with the fp32c decoder run at bf16
+where the CPU has it: the default precision). See :data:`medsam_edge.runtime.PRECISIONS`.
 Files are regenerated only by ``calibration/build_models.py``; :func:`write_manifest` records them.
 """
 
