@@ -235,3 +235,26 @@ def test_slice_step_on_a_labelled_volume_encodes_fewer_slices_and_keeps_its_scor
     for bad in (0, 2.0, None):
         with pytest.raises(ConfigurationError, match="slice_step"):
             seg.segment_volume(vol.image, vol.boxes, slice_step=bad)
+
+
+def test_models_compile_on_two_threads_and_none_is_left_running(tmp_path):
+    """Engine.open imports the decoder on a helper thread while it does the encoder; both are done on return, and
+    a broken encoder file is the error raised even though the decoder thread succeeded."""
+    import shutil
+    import threading
+
+    from medsam_edge.models import MODEL_DIR, load_manifest
+
+    seg = Segmenter(precision="fp32", cache_dir=None)
+    assert not [t for t in threading.enumerate() if t.name.startswith("medsam-edge-compile")]
+    assert sorted(e["model"] for e in seg.runtime.log) == ["decoder_fp32c.xml", "encoder_fp32c.xml"]
+    variant = load_manifest()["variants"]["fp32"]
+    for name in (variant["encoder"], variant["decoder"]):
+        for suffix in (".xml", ".bin"):
+            shutil.copy(MODEL_DIR / name.replace(".xml", suffix), tmp_path / name.replace(".xml", suffix))
+    shutil.copy(MODEL_DIR / "manifest.json", tmp_path / "manifest.json")
+    shutil.copy(MODEL_DIR / "golden.npz", tmp_path / "golden.npz")
+    (tmp_path / variant["encoder"]).write_text("<net><broken")
+    with pytest.raises(ModelFileError, match="encoder"):
+        Segmenter(precision="fp32", model_dir=tmp_path, verify_models=False, cache_dir=None)
+    assert not [t for t in threading.enumerate() if t.name.startswith("medsam-edge-compile")]
