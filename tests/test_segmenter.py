@@ -258,3 +258,31 @@ def test_models_compile_on_two_threads_and_none_is_left_running(tmp_path):
     with pytest.raises(ModelFileError, match="encoder"):
         Segmenter(precision="fp32", model_dir=tmp_path, verify_models=False, cache_dir=None)
     assert not [t for t in threading.enumerate() if t.name.startswith("medsam-edge-compile")]
+
+
+def test_array_volumes_never_import_simpleitk_and_files_still_do(tmp_path):
+    """SimpleITK costs ~105 MB of RSS when imported; a volume given as an array does not need it (io imports it on
+    first use). A NIfTI path afterwards is still read, with its geometry."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        import medsam_edge
+        vol = np.zeros((6, 40, 40), np.int16)
+        vol[1:5, 10:30, 10:30] = 300
+        seg = medsam_edge.Segmenter(precision="fp32", threads=1)
+        res = seg.segment_volume(vol, [[8, 8, 1, 32, 32, 4]], window="abdomen")
+        assert res.label_map.max() == 1
+        assert "SimpleITK" not in sys.modules, "imported by the array path"
+        import SimpleITK as sitk
+        img = sitk.GetImageFromArray(vol)
+        img.SetSpacing((0.5, 0.5, 3.0))
+        sitk.WriteImage(img, r"{tmp_path / 'v.nii.gz'}")
+        res = seg.segment_volume(r"{tmp_path / 'v.nii.gz'}", [[8, 8, 1, 32, 32, 4]], window="abdomen")
+        assert res.label_map.max() == 1 and tuple(res.geometry.spacing) == (0.5, 0.5, 3.0)
+        res = seg.segment_volume(img, [[8, 8, 1, 32, 32, 4]], window="abdomen")
+        assert res.geometry is not None and tuple(res.geometry.spacing) == (0.5, 0.5, 3.0)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
