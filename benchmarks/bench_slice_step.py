@@ -23,13 +23,19 @@ from bench_volume import DEV, load
 
 
 def cpu_name() -> str:
+    """'model name (family F model M; AMX / AVX-512 BF16 / VNNI flags)': AMD's 'AMD EPYC' names Zen 4 and Zen 5 alike."""
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+            if key.strip() == "flags":
+                break
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
+    have = info.get("flags", "").split()
+    flags = [f for f in ("amx_int8", "amx_bf16", "avx512_bf16", "avx512_vnni", "avx_vnni") if f in have]
+    return f"{info.get('model name', 'unknown')} (family {info.get('cpu family', '?')} model {info.get('model', '?')}; {' '.join(flags)})"
 
 
 def main(argv: list[str] | None = None) -> int:
