@@ -23,7 +23,7 @@ from bench_volume import DEV, load
 
 
 def cpu_name() -> str:
-    """'model name (family F model M; AMX / AVX-512 BF16 / VNNI flags)': AMD's 'AMD EPYC' names Zen 4 and Zen 5 alike."""
+    """'model name (family F model M; AMX / AVX-512 BF16 / VNNI flags)': 'AMD EPYC' names Zen 4 and Zen 5 alike."""
     info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -35,7 +35,8 @@ def cpu_name() -> str:
         return platform.processor() or "unknown"
     have = info.get("flags", "").split()
     flags = [f for f in ("amx_int8", "amx_bf16", "avx512_bf16", "avx512_vnni", "avx_vnni") if f in have]
-    return f"{info.get('model name', 'unknown')} (family {info.get('cpu family', '?')} model {info.get('model', '?')}; {' '.join(flags)})"
+    family, model = info.get("cpu family", "?"), info.get("model", "?")
+    return f"{info.get('model name', 'unknown')} (family {family} model {model}; {' '.join(flags)})"
 
 
 def main(argv: list[str] | None = None) -> int:
