@@ -6,7 +6,11 @@ precision, and timed round-robin (before / after interleaved, the start rotating
 1 / 4 / 8 / 32 boxes through ``Engine.decode_model`` (the product's path: static 1-box and 4-box requests, outputs
 copied). Each pair is also compared: max |logit difference| and mask agreement.
 
+``--snippets`` times the current files twice instead: ``RuntimeOptions(decoder_snippets=True)`` (OpenVINO's default
+fusions) as "before" and the shipped setting (no snippets kernels in the decoder) as "after".
+
 ``python benchmarks/bench_decoder.py --before 1d58ac6 --out benchmarks/results/decoder.json``
+``python benchmarks/bench_decoder.py --snippets --out benchmarks/results/decoder_snippets.json``
 """
 
 from __future__ import annotations
@@ -35,13 +39,17 @@ def extract_models(revision: str, folder: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before", required=True, help="git revision whose model files are the baseline")
+    ap.add_argument("--before", help="git revision whose model files are the baseline")
+    ap.add_argument("--snippets", action="store_true", help="instead: the current files with the CPU plugin's "
+                    "snippets kernels in the decoder (OpenVINO's default) as 'before', without them as 'after'")
     ap.add_argument("--precisions", default="fp32,bf16,int8")
     ap.add_argument("--boxes", default="1,4,8,32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    if bool(args.before) == bool(args.snippets):
+        ap.error("give either --before REV or --snippets")
 
     from medsam_edge.bench import _cpuinfo, _test_boxes
     from medsam_edge.engine import Engine
@@ -53,10 +61,11 @@ def main() -> None:
     batches = {b: _test_boxes(b) for b in boxes}
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        folders = {"before": extract_models(args.before, Path(tmp)), "after": None}
+        folders = {"before": extract_models(args.before, Path(tmp)) if args.before else None, "after": None}
         for precision in args.precisions.split(","):
-            options = RuntimeOptions(precision=precision, threads=args.threads, cache_dir=None)
-            variants = {name: Engine.open(options, folder) for name, folder in folders.items()}
+            options = {name: RuntimeOptions(precision=precision, threads=args.threads, cache_dir=None,
+                                            decoder_snippets=args.snippets and name == "before") for name in folders}
+            variants = {name: Engine.open(options[name], folder) for name, folder in folders.items()}
             for b in boxes:
                 for v in variants.values():  # warm-up
                     v.decode_model(embedding, batches[b])
@@ -80,7 +89,7 @@ def main() -> None:
                 print(f"{precision:5s} {b:3d} boxes  before {rec['before_ms']:7.1f} ms ({rec['before_ms_per_box']:5.1f}/box)"
                       f"  after {rec['after_ms']:7.1f} ms ({rec['after_ms_per_box']:5.1f}/box)  x{rec['ratio']:.2f}"
                       f"  |dlogit| {rec['max_abs_logit_diff']:.2e}  agree {rec['mask_agreement']:.6f}", flush=True)
-    result = {"before": args.before, "cpu": _cpuinfo(), "loadavg": os.getloadavg(), "records": records}
+    result = {"before": args.before or "decoder_snippets=True (same files)", "cpu": _cpuinfo(), "loadavg": os.getloadavg(), "records": records}
     if args.out:
         args.out.write_text(json.dumps(result, indent=1, default=lambda o: sorted(o) if isinstance(o, set) else str(o)) + "\n")
 

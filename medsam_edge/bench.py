@@ -200,7 +200,7 @@ class _Variant:
         runtime = Runtime(options)
         t0 = time.perf_counter()
         self.encoder = runtime.compile(self.models.encoder_xml)
-        self.decoder = runtime.compile(self.models.decoder_xml)
+        self.decoder = runtime.compile(self.models.decoder_xml, properties=runtime.decoder_properties())
         self.compile_s = time.perf_counter() - t0
         self.enc_request = self.encoder.create_infer_request()
         self.dec_requests = {b: self.decoder.create_infer_request() for b in boxes}
@@ -392,7 +392,8 @@ def op_profile(precision: str = "int8", threads: int | None = None, part: str = 
 
     options = RuntimeOptions(precision=precision, threads=threads, cache_dir=None)
     pair = resolve_models(options.variant, model_dir, verify=False)
-    props = Runtime(options).compile_properties()
+    runtime = Runtime(options)
+    props = runtime.compile_properties(runtime.decoder_properties() if part == "decoder" else None)
     props["PERF_COUNT"] = True
     from .runtime import core
 

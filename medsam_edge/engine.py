@@ -97,7 +97,8 @@ class Engine:
         # the GIL there, so a warm start costs about the encoder's import instead of the sum (benchmarks/results/
         # cold_start.json); an encoder error wins over a decoder error, and both threads have ended on return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medsam-edge-compile") as pool:
-            pending = pool.submit(runtime.compile, models.decoder_xml, DECODER_SHAPES, "decoder")
+            decoder_props = runtime.decoder_properties()
+            pending = pool.submit(runtime.compile, models.decoder_xml, DECODER_SHAPES, "decoder", decoder_props)
             try:
                 encoder_compiled = runtime.compile(models.encoder_xml, check="encoder")
             except BaseException:
@@ -107,7 +108,8 @@ class Engine:
         encoder = EncoderModel(encoder_compiled)
         decoder = DecoderModel(
             decoder_compiled,
-            wide=lambda: runtime.compile(models.decoder_xml, WIDE_DECODER_SHAPES, check="decoder"),
+            wide=lambda: runtime.compile(models.decoder_xml, WIDE_DECODER_SHAPES, check="decoder",
+                                         properties=decoder_props),
         )
         return cls(encoder, decoder, facts, runtime=runtime, models=models)
 

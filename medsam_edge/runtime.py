@@ -75,6 +75,10 @@ class RuntimeOptions:
         cache_dir: medsam_edge's compiled-model cache folder (keyed entries, see :class:`Runtime`); None disables it.
         cpu_pinning: ``ENABLE_CPU_PINNING``; None leaves OpenVINO's default. Several processes on one machine (the
             cohort runner's workers) want False: each process otherwise pins its threads from core 0 on.
+        decoder_snippets: let the CPU plugin fuse the decoder's attentions into its "snippets" kernels (OpenVINO's
+            default). Off by default (:data:`DECODER_CPU_PROPERTIES`): without them the decoder ran 11-18% faster per
+            box at bf16 and f32 on AMD Zen 5 (benchmarks/bench_decoder.py --snippets). The encoder keeps them (2x
+            slower without).
     """
 
     device: str = "CPU"
@@ -83,6 +87,7 @@ class RuntimeOptions:
     performance_hint: str = "LATENCY"
     cache_dir: str | None = None
     cpu_pinning: bool | None = None
+    decoder_snippets: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -93,6 +98,8 @@ class RuntimeOptions:
             isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
         ):
             raise ConfigurationError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if not isinstance(self.decoder_snippets, bool):
+            raise ConfigurationError(f"decoder_snippets must be True or False, got {self.decoder_snippets!r}")
         if self.cpu_pinning is not None and not isinstance(self.cpu_pinning, bool):
             raise ConfigurationError(f"cpu_pinning must be True, False or None, got {self.cpu_pinning!r}")
         if self.performance_hint not in PERFORMANCE_HINTS:
@@ -226,7 +233,14 @@ class Runtime:
         self.golden = golden
         self.log: list[dict] = []
 
-    def compile_properties(self) -> dict:
+    def decoder_properties(self) -> dict:
+        """Extra compile properties of the decoder (:data:`DECODER_CPU_PROPERTIES` on the CPU unless
+        ``decoder_snippets``)."""
+        if self.options.decoder_snippets or self.options.device.split(":")[0].split(".")[0] != "CPU":
+            return {}
+        return dict(DECODER_CPU_PROPERTIES)
+
+    def compile_properties(self, extra: dict | None = None) -> dict:
         opts = self.options
         props: dict = {
             "PERFORMANCE_HINT": opts.performance_hint,
@@ -236,9 +250,10 @@ class Runtime:
             props["INFERENCE_NUM_THREADS"] = opts.threads
         if opts.cpu_pinning is not None:
             props["ENABLE_CPU_PINNING"] = opts.cpu_pinning
+        props.update(extra or {})
         return props
 
-    def cache_entry(self, xml_path: Path, shapes: dict | None = None) -> Path | None:
+    def cache_entry(self, xml_path: Path, shapes: dict | None = None, properties: dict | None = None) -> Path | None:
         """The cache entry folder of this model under these options (None: caching off)."""
         if not self.options.cache_dir:
             return None
@@ -257,27 +272,29 @@ class Runtime:
             "cpu": cpu_features(),
             "files": [_file_digest(xml_path, self.digests), _file_digest(xml_path.with_suffix(".bin"), self.digests)],
             "shapes": {k: list(v) for k, v in sorted((shapes or {}).items())},
-            "properties": {k: str(v) for k, v in sorted(self.compile_properties().items())},
+            "properties": {k: str(v) for k, v in sorted(self.compile_properties(properties).items())},
         }
         text = json.dumps(key, sort_keys=True)
         return Path(self.options.cache_dir) / f"{xml_path.stem}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 
-    def compile(self, xml_path: Path, shapes: dict | None = None, check: str | None = None):
+    def compile(self, xml_path: Path, shapes: dict | None = None, check: str | None = None,
+                properties: dict | None = None):
         """Read and compile one IR (or import its verified blob from the cache); errors name the file.
 
         ``shapes`` ({input name: static shape}) reshapes the model before compiling: a static shape lets the CPU
         plugin plan and reuse its working memory (a dynamic-batch decoder allocates ~45 MB more per box in a call).
         ``check`` ("encoder" / "decoder" / None) runs the golden self-check on a fresh compile and refuses a model
         outside the tolerance of this precision (:class:`~medsam_edge.errors.ModelCheckError`).
+        ``properties``: compile properties of this model on top of :meth:`compile_properties` (part of the key).
         """
         t0 = time.perf_counter()
-        entry = self.cache_entry(xml_path, shapes)
-        compiled = self._import(entry) if entry is not None else None
+        entry = self.cache_entry(xml_path, shapes, properties)
+        compiled = self._import(entry, properties) if entry is not None else None
         if compiled is not None:
             self.log.append({"model": Path(xml_path).name, "shapes": shapes, "source": "cache",
                              "seconds": time.perf_counter() - t0})
             return compiled
-        compiled = self._compile(Path(xml_path), shapes)
+        compiled = self._compile(Path(xml_path), shapes, properties)
         t1 = time.perf_counter()
         measured = self._self_check(compiled, Path(xml_path), check) if check else None
         check_seconds = time.perf_counter() - t1
@@ -288,9 +305,9 @@ class Runtime:
                          "self_check_seconds": check_seconds if check else 0.0})
         return compiled
 
-    def _compile(self, xml_path: Path, shapes: dict | None):
+    def _compile(self, xml_path: Path, shapes: dict | None, properties: dict | None = None):
         ov_core = core()
-        props = self.compile_properties()
+        props = self.compile_properties(properties)
         try:
             if shapes:
                 model = ov_core.read_model(str(xml_path))
@@ -329,13 +346,13 @@ class Runtime:
         return selfcheck.check(kind, run, golden, self.options.precision, self.options.device, xml_path.name,
                                boxes_per_call)
 
-    def _import(self, entry: Path):
+    def _import(self, entry: Path, properties: dict | None = None):
         blob = entry / BLOB_NAME
         if not blob.is_file():
             return None
         try:
             data = blob.read_bytes()
-            return core().import_model(data, self.options.device, self.compile_properties())
+            return core().import_model(data, self.options.device, self.compile_properties(properties))
         except Exception as exc:  # noqa: BLE001 - an unreadable entry is dropped and the model compiled afresh
             warnings.warn(f"dropping compiled-model cache entry {entry} ({exc}); compiling again",
                           RuntimeWarning, stacklevel=4)
@@ -471,6 +488,9 @@ class DecoderModel:
             request.set_tensor(key, _ov_tensor(array))
 
 
+#: the decoder's own CPU compile properties: no snippets kernels (its attentions ran 11-18% faster per box through the
+#: plugin's plain MatMul / Softmax nodes, bf16 and f32, AMD Zen 5, 2 threads); see RuntimeOptions.decoder_snippets
+DECODER_CPU_PROPERTIES = {"SNIPPETS_MODE": "DISABLE"}
 #: static input shapes the decoder is compiled with (one box per infer call; see :class:`DecoderModel`)
 DECODER_SHAPES = {"boxes": [1, 4]}
 #: boxes per call of the optional wide decoder (calls with at least this many boxes)

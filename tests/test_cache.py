@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsam_edge import ModelCheckError, Segmenter
+from medsam_edge import ConfigurationError, ModelCheckError, Segmenter
 from medsam_edge.examples import load_example
 from medsam_edge.models import MODEL_DIR, resolve
 from medsam_edge.runtime import BLOB_NAME, DECODER_SHAPES, WIDE_DECODER_SHAPES, Runtime, RuntimeOptions, cpu_features
@@ -85,6 +85,26 @@ def test_cache_key_differs_for_every_setting():
     assert all(len(entries) == 1 for entries in by_settings.values())
     assert len(set().union(*by_settings.values())) == len(by_settings) == 2 * 3 * 2 * 3  # f32/bf16 x threads x ...
     assert Runtime(RuntimeOptions(cache_dir=None)).cache_entry(pair.decoder_xml) is None
+
+
+def test_decoder_properties_are_part_of_the_key_and_cpu_only():
+    """The decoder compiles without snippets kernels on the CPU (unless decoder_snippets): another cache entry than
+    the same file under OpenVINO's defaults, and nothing extra on another device."""
+    from medsam_edge.runtime import DECODER_CPU_PROPERTIES
+
+    pair = resolve("fp32")
+    shipped = Runtime(RuntimeOptions(cache_dir="/x"))
+    default = Runtime(RuntimeOptions(cache_dir="/x", decoder_snippets=True))
+    assert shipped.decoder_properties() == DECODER_CPU_PROPERTIES == {"SNIPPETS_MODE": "DISABLE"}
+    assert default.decoder_properties() == {}
+    assert Runtime(RuntimeOptions(device="GPU", cache_dir="/x")).decoder_properties() == {}
+    a = shipped.cache_entry(pair.decoder_xml, DECODER_SHAPES, shipped.decoder_properties())
+    b = default.cache_entry(pair.decoder_xml, DECODER_SHAPES, default.decoder_properties())
+    assert a != b and a == shipped.cache_entry(pair.decoder_xml, DECODER_SHAPES, dict(DECODER_CPU_PROPERTIES))
+    assert shipped.compile_properties(shipped.decoder_properties())["SNIPPETS_MODE"] == "DISABLE"
+    assert "SNIPPETS_MODE" not in shipped.compile_properties()
+    with pytest.raises(ConfigurationError, match="decoder_snippets"):
+        RuntimeOptions(decoder_snippets="no")
 
 
 def test_cache_key_follows_the_model_file(tmp_path):
