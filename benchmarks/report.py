@@ -22,8 +22,8 @@ SHORT = {"official": "(a) official torch", "simple_ov": "(b) simple OV fp32", "d
          "reference_slicewise": "(f) reference slicewise", "int8": "(g) int8", "int8_slicewise": "(h) int8 slicewise"}
 ORDER = list(SHORT)
 
-#: the targets of issue 5
-TARGET_SPEEDUP_A = 15.0
+#: the targets of issues 5 and 16 (issue 16 raised the aim over (a) from 15x to 20x)
+TARGET_SPEEDUP_A = 20.0
 TARGET_DSC_POINTS = 0.5
 TARGET_SPEEDUP_B = 2.5
 TARGET_COLD_S = 0.3

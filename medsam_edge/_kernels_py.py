@@ -19,10 +19,17 @@ Conventions
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 TARGET = 256
+
+
+def _cv2():
+    """OpenCV, imported on first use (15 MB RSS and ~20 ms of ``import medsam_edge`` that the native kernels never
+    need)."""
+    import cv2
+
+    return cv2
 
 
 def resized_shape(h: int, w: int, target: int = TARGET) -> tuple[int, int]:
@@ -33,6 +40,7 @@ def resized_shape(h: int, w: int, target: int = TARGET) -> tuple[int, int]:
 
 def resize_area(image: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
     """OpenCV ``INTER_AREA`` resize of a (H, W) or (H, W, C) uint8 or float32 image to (new_h, new_w[, C])."""
+    cv2 = _cv2()
     image = np.ascontiguousarray(image)
     squeeze_channel = image.ndim == 3 and image.shape[2] == 1
     src = image[:, :, 0] if squeeze_channel else image
@@ -86,6 +94,7 @@ def postprocess(logits: np.ndarray, new_hw: tuple[int, int], orig_hw: tuple[int,
         (B, H, W) bool: bilinear upsampling (half-pixel centres, like torch ``align_corners=False``) then
         ``logit > 0`` (the reference's ``sigmoid > 0.5``).
     """
+    cv2 = _cv2()
     logits = np.asarray(logits, dtype=np.float32)
     if logits.ndim == 4:
         logits = logits[:, 0]
@@ -217,6 +226,7 @@ def interpolate_masks(first, last, fractions, shape: tuple[int, int]) -> list:
     Returns:
         one entry per fraction: ``(y0, x0, bool crop)`` clipped to the slice and tightened, or None when empty.
     """
+    cv2 = _cv2()
     h, w = shape
     if first is None and last is None:
         return [None] * len(fractions)

@@ -76,7 +76,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence, Union
 
-import cv2
 import numpy as np
 import numpy.lib.format as npy_format
 
@@ -96,17 +95,25 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class _LazySimpleITK:
-    """``sitk`` of this module: SimpleITK imported on first use. Importing it costs ~105 MB of RSS (measured on
-    AMD EPYC, SimpleITK 2.x wheel), which a caller who passes arrays never needs (benchmarks/results/memory.md)."""
+class _LazyModule:
+    """A module imported on first attribute access."""
 
-    def __getattr__(self, name: str):
-        import SimpleITK
+    def __init__(self, name: str) -> None:
+        self._name = name
 
-        return getattr(SimpleITK, name)
+    def __getattr__(self, attr: str):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
 
 
-sitk = _LazySimpleITK()
+#: OpenCV reads and writes PNG / JPEG / TIFF only; a caller who passes arrays does not import it (15 MB RSS)
+cv2 = _LazyModule("cv2")
+
+
+#: SimpleITK: ~105 MB of RSS once imported (AMD EPYC, the PyPI wheel; benchmarks/results/memory_lazy_sitk.json), which a
+#: caller who passes arrays never needs
+sitk = _LazyModule("SimpleITK")
 
 
 def _is_sitk_image(obj) -> bool:

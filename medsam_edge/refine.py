@@ -29,7 +29,6 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from . import kernels
@@ -230,11 +229,15 @@ def enlarge(crop: np.ndarray, method: str) -> np.ndarray:
         return crop
     src = crop if crop.dtype in (np.uint8, np.float32) else crop.astype(np.float32)
     src = np.ascontiguousarray(src[:, :, 0] if src.ndim == 3 and src.shape[2] == 1 else src)
+    import cv2
+
     return cv2.resize(src, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
 
 
 def _upsampled_logits(logits: np.ndarray, frame: Frame) -> np.ndarray:
     """(B, 256, 256) low-res logits -> (B, H, W) float32, the bilinear map the masks are thresholded from."""
+    import cv2
+
     new_h, new_w = frame.resized
     out = np.empty((logits.shape[0], frame.height, frame.width), dtype=np.float32)
     for i in range(logits.shape[0]):

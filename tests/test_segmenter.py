@@ -262,7 +262,8 @@ def test_models_compile_on_two_threads_and_none_is_left_running(tmp_path):
 
 def test_array_volumes_never_import_simpleitk_and_files_still_do(tmp_path):
     """SimpleITK costs ~105 MB of RSS when imported; a volume given as an array does not need it (io imports it on
-    first use). A NIfTI path afterwards is still read, with its geometry."""
+    first use), nor OpenCV a 2D image with the native kernels. A NIfTI path afterwards is still read, with its
+    geometry."""
     code = textwrap.dedent(
         f"""
         import sys
@@ -274,6 +275,12 @@ def test_array_volumes_never_import_simpleitk_and_files_still_do(tmp_path):
         res = seg.segment_volume(vol, [[8, 8, 1, 32, 32, 4]], window="abdomen")
         assert res.label_map.max() == 1
         assert "SimpleITK" not in sys.modules, "imported by the array path"
+        image = np.zeros((64, 80), np.uint8)
+        image[20:40, 20:50] = 200
+        assert seg(image, [[15, 15, 55, 45]]).label_map.max() == 1
+        # OpenCV (15 MB RSS) only backs the NumPy twin and the opt-in paths; the native kernels do without it
+        from medsam_edge import kernels
+        assert kernels.BACKEND != "native" or "cv2" not in sys.modules, "cv2 imported with native kernels"
         import SimpleITK as sitk
         img = sitk.GetImageFromArray(vol)
         img.SetSpacing((0.5, 0.5, 3.0))
