@@ -15,6 +15,11 @@ Strategies:
   scored higher than the propagation (mean DSC 0.398 vs 0.338, NSD 0.455 vs 0.394, fp32, 6 MR volumes) and ran
   faster (no cache, no re-encoding); see benchmarks/results/volume.md.
 
+Slice skipping (opt-in, either strategy): ``slice_step=k`` decodes each box only on its key slices (z % k == 0,
+its first and last slice, and its middle slice for "propagate") and fills the slices between two key slices by
+shape interpolation of their masks (:func:`medsam_edge.kernels.interpolate_masks`); ~1/k of the encodings
+(dev set, int8: k = 2 0.56x the time, -0.3 DSC points; benchmarks/results/volume.md).
+
 Work done once: all boxes are advanced together, so every slice is encoded once per sweep and every box active on a
 slice is decoded against that slice's embedding in one decoder call. In ``"propagate"`` the upward sweep keeps the
 embeddings the downward sweep will need in a bounded cache (``cache_slices`` x 4 MiB, default 16 = 64 MiB; only
