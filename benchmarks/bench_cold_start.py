@@ -35,13 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--src", action="append", default=[], metavar="NAME=DIR")
     p.add_argument("--precision", default="int8")
     p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--boxes", type=int, default=None, help="use the example's first N boxes (default: all 6)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     from medsam_edge.examples import load_example
 
     ex = load_example()
     work = Path(tempfile.mkdtemp(prefix="medsam_cold_"))
-    np.savez(work / "case.npz", image=ex.image, boxes=ex.boxes)
+    boxes = ex.boxes if args.boxes is None else ex.boxes[:args.boxes]
+    np.savez(work / "case.npz", image=ex.image, boxes=boxes)
     srcs = [s.split("=", 1) for s in args.src] or [["current", str(Path(__file__).resolve().parents[1])]]
 
     def child(name: str, src: str) -> dict:
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     first = srcs[0][0]
     ratio = {name: {k: round(m[k] / median[first][k], 3) for k in KEYS} for name, m in median.items()}
     doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu_name(), "precision": args.precision,
-           "image_shape": list(ex.image.shape), "boxes": len(ex.boxes), "median": median,
+           "image_shape": list(ex.image.shape), "boxes": len(boxes), "median": median,
            f"ratio_to_{first}": ratio, "runs": runs}
     print(json.dumps({"median": median, "ratio": ratio}, indent=1))
     if args.out:
