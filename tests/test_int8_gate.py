@@ -35,7 +35,10 @@ INT8_DIR = os.environ.get("MEDSAM_EDGE_INT8_MODEL_DIR") or None
 # Zen 4 (AVX-512 VNNI + BF16, no AMX), 2026-12-04, mean DSC / NSD:
 #   2D (12 cases): fp32 0.5632 / 0.6936, bf16 0.5620 / 0.6936, int8 0.5660 / 0.6975 (int8 +0.28 / +0.39 points)
 #   3D (1 case, 3 structures): fp32 0.3360 / 0.5287, bf16 0.3444 / 0.5344, int8 0.3334 / 0.5233 (-0.26 / -0.54)
-# bf16 alone moves the 3D case by +0.84 points, so 3D gets the wider limit. Not yet measured on an AMX CPU (Sapphire
+# AMD EPYC Zen 5 (family 26 model 2; AVX-512 VNNI + BF16, no AMX), 2026-12-06, decoder key-major + no snippets:
+#   2D: fp32 0.5632 / 0.6936, bf16 0.5618 / 0.6935, int8 0.5657 / 0.6972 (int8 +0.26 / +0.36 points)
+#   3D: fp32 0.3360 / 0.5287, bf16 0.3436 / 0.5343, int8 0.3327 / 0.5243 (-0.33 / -0.44)
+# bf16 alone moves the 3D case by +0.76 to +0.84 points, so 3D gets the wider limit. Not yet measured on an AMX CPU (Sapphire
 # Rapids): a session there records its row here.
 MAX_LOSS_POINTS = {"2D": 1.5, "3D": 2.5}
 AGREEMENT_FLOOR = 0.80  # mean per-box DSC int8 vs fp32: 0.935 measured; a broken model measured 0.06
