@@ -23,7 +23,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline import COLD_START_CHILD  # noqa: E402
-from bench_slice_step import cpu_name  # noqa: E402
 
 PRELUDE = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'Redirect' not in type(f).__name__]; "
            "sys.path.insert(0, sys.argv.pop(1))\n")
@@ -38,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boxes", type=int, default=None, help="use the example's first N boxes (default: all 6)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    from medsam_edge.bench import cpu_label
     from medsam_edge.examples import load_example
 
     ex = load_example()
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     median = {name: {k: round(float(np.median([x[k] for x in rs])), 4) for k in KEYS} for name, rs in runs.items()}
     first = srcs[0][0]
     ratio = {name: {k: round(m[k] / median[first][k], 3) for k in KEYS} for name, m in median.items()}
-    doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu_name(), "precision": args.precision,
+    doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu_label(), "precision": args.precision,
            "image_shape": list(ex.image.shape), "boxes": len(boxes), "median": median,
            f"ratio_to_{first}": ratio, "runs": runs}
     print(json.dumps({"median": median, "ratio": ratio}, indent=1))

@@ -13,30 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
 from bench_volume import DEV, load
-
-
-def cpu_name() -> str:
-    """'model name (family F model M; AMX / AVX-512 BF16 / VNNI flags)': 'AMD EPYC' names Zen 4 and Zen 5 alike."""
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-            if key.strip() == "flags":
-                break
-    except OSError:
-        return platform.processor() or "unknown"
-    have = info.get("flags", "").split()
-    flags = [f for f in ("amx_int8", "amx_bf16", "avx512_bf16", "avx512_vnni", "avx_vnni") if f in have]
-    family, model = info.get("cpu family", "?"), info.get("model", "?")
-    return f"{info.get('model name', 'unknown')} (family {family} model {model}; {' '.join(flags)})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import medsam_edge
+    from medsam_edge.bench import cpu_label
     from medsam_edge.metrics import compute_dsc_nsd
 
     steps = [int(k) for k in args.steps.split(",")]
@@ -87,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         s["time_ratio_vs_first"] = round(s["total_wall_s"] / base["total_wall_s"], 3)
         s["dsc_points_vs_first"] = round(100 * (s["mean_dsc"] - base["mean_dsc"]), 2)
         s["nsd_points_vs_first"] = round(100 * (s["mean_nsd"] - base["mean_nsd"]), 2)
-    doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu_name(), "threads": seg.options.threads,
+    doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu_label(), "threads": seg.options.threads,
            "precision": seg.options.precision, "strategy": args.strategy or seg.volume_strategy,
            "cases": names, "summary": summary, "rows": rows}
     print(json.dumps(summary, indent=1))

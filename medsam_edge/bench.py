@@ -58,7 +58,7 @@ def _loadavg() -> float | None:
 
 def _cpuinfo() -> dict:
     """Model name, flags and clock from /proc/cpuinfo (Linux); empty values elsewhere."""
-    info = {"model_name": platform.processor() or "", "flags": set(), "mhz": None}
+    info = {"model_name": platform.processor() or "", "flags": set(), "mhz": None, "family": None, "model": None}
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -70,6 +70,10 @@ def _cpuinfo() -> dict:
             info["model_name"] = value
         elif key == "model name":
             info["model_name"] = info["model_name"] or value
+        elif key == "cpu family" and info["family"] is None:
+            info["family"] = value
+        elif key == "model" and info["model"] is None:
+            info["model"] = value
         elif key == "flags" and not info["flags"]:
             info["flags"] = set(value.split())
         elif key == "cpu MHz" and info["mhz"] is None:
@@ -78,6 +82,15 @@ def _cpuinfo() -> dict:
             except ValueError:
                 pass
     return info
+
+
+def cpu_label() -> str:
+    """'model name (family F model M; AMX / AVX-512 BF16 / VNNI flags)': names like 'AMD EPYC' cover Zen 4 and Zen 5
+    alike, so benchmark results carry the family and model too."""
+    info = _cpuinfo()
+    flags = [f for f in ("amx_int8", "amx_bf16", "avx512_bf16", "avx512_vnni", "avx_vnni") if f in info["flags"]]
+    return (f"{info['model_name'] or 'unknown'} (family {info['family'] or '?'} model {info['model'] or '?'}; "
+            f"{' '.join(flags)})")
 
 
 def machine_peak(clock_ghz: float | None = None, cores: int | None = None) -> dict:

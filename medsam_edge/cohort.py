@@ -40,6 +40,7 @@ from typing import Iterable, Sequence
 from .errors import ConfigurationError, UnreadableFileError
 from .jobs import output_path
 from .runtime import DEFAULT_PRECISION
+from .volume import check_slice_step
 
 #: Columns of ``results.csv``: ``seconds`` is the worker's wall time for the case (read, segment, write),
 #: ``segment_seconds`` the segmentation alone (what ``efficiency.csv`` of ``segment FOLDER`` reports).
@@ -279,8 +280,7 @@ def run_cohort(
         MedsamEdgeError: the model could not be built on the workers (the message of the first failure).
     """
     _check_counts(workers, threads_per_worker)
-    if isinstance(slice_step, bool) or not isinstance(slice_step, int) or slice_step < 1:
-        raise ConfigurationError(f"slice_step must be an integer >= 1 (1 = every slice), got {slice_step!r}")
+    slice_step = check_slice_step(slice_step)
     if workers is not None and (address is not None or client is not None):
         raise ConfigurationError("workers is the size of a local cluster; with address/client the cluster's own "
                                  "workers are used (start them with `dask worker ADDRESS --nworkers N`)")

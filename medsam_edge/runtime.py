@@ -200,6 +200,11 @@ def execution_plan(device: str = "CPU") -> dict[str, str]:
     }
 
 
+def _device_family(device: str) -> str:
+    """"CPU" of "CPU", "GPU" of "GPU.1" or "GPU:0": the device name without its index."""
+    return device.split(":")[0].split(".")[0]
+
+
 def _file_digest(path: Path, known: dict | None) -> dict:
     """Identity of one model file for the cache key: the manifest's sha256 when known, else computed; + size/mtime."""
     stat = path.stat()
@@ -236,7 +241,7 @@ class Runtime:
     def decoder_properties(self) -> dict:
         """Extra compile properties of the decoder (:data:`DECODER_CPU_PROPERTIES` on the CPU unless
         ``decoder_snippets``)."""
-        if self.options.decoder_snippets or self.options.device.split(":")[0].split(".")[0] != "CPU":
+        if self.options.decoder_snippets or _device_family(self.options.device) != "CPU":
             return {}
         return dict(DECODER_CPU_PROPERTIES)
 
@@ -316,7 +321,7 @@ class Runtime:
             return ov_core.compile_model(str(xml_path), self.options.device, props)
         except RuntimeError as exc:
             text = str(exc)
-            if self.options.device.split(":")[0].split(".")[0] not in ov_core.available_devices and (
+            if _device_family(self.options.device) not in ov_core.available_devices and (
                 "device" in text.lower() or "plugin" in text.lower()
             ):
                 raise ConfigurationError(

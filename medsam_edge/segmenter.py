@@ -18,7 +18,7 @@ from .engine import Engine
 from .prompts import Frame, check_boxes_2d, check_image
 from .refine import VolumeZoom, Zoom, ZoomOptions, check_refine
 from .runtime import DEFAULT, DEFAULT_PRECISION, RuntimeOptions, resolve_cache_dir
-from .volume import STRATEGIES, SliceSource, VolumeResult, check_boxes_3d, check_volume
+from .volume import STRATEGIES, SliceSource, VolumeResult, check_boxes_3d, check_slice_step, check_volume
 from .volume import segment_volume as run_volume
 
 
@@ -242,8 +242,7 @@ class Segmenter:
             raise ConfigurationError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if isinstance(cache_slices, bool) or not isinstance(cache_slices, (int, np.integer)) or cache_slices < 0:
             raise ConfigurationError(f"cache_slices must be a non-negative integer, got {cache_slices!r}")
-        if isinstance(slice_step, bool) or not isinstance(slice_step, (int, np.integer)) or slice_step < 1:
-            raise ConfigurationError(f"slice_step must be an integer >= 1 (1 = every slice), got {slice_step!r}")
+        slice_step = check_slice_step(slice_step)
         if array.dtype != np.uint8:  # converted slice by slice when the loop reads it, never as a whole volume
             from .intensity import slice_converter
 
@@ -253,7 +252,7 @@ class Segmenter:
             return run_volume(
                 array, clipped, self.engine.encode, self.engine.decode_model, strategy=strategy, cache_slices=cache_slices,
                 progress=progress, geometry=geometry, refine=VolumeZoom(self._zoom) if self._zoom is not None else None,
-                slice_step=int(slice_step),
+                slice_step=slice_step,
             )
 
     # -- introspection ---------------------------------------------------------------------------------------------

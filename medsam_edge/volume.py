@@ -41,12 +41,19 @@ from typing import Callable
 import numpy as np
 
 from . import kernels
-from .errors import InvalidBoxError, InvalidImageError
+from .errors import ConfigurationError, InvalidBoxError, InvalidImageError
 from .prompts import MAX_SIDE, Frame, as_boxes
 
 STRATEGIES = ("propagate", "slicewise")
 #: most boxes per volume (labels are uint16)
 MAX_BOXES = 65535
+
+
+def check_slice_step(slice_step) -> int:
+    """``slice_step`` as an int >= 1 (1 = every slice; k > 1 the slice-skipping mode), else ConfigurationError."""
+    if isinstance(slice_step, bool) or not isinstance(slice_step, (int, np.integer)) or slice_step < 1:
+        raise ConfigurationError(f"slice_step must be an integer >= 1 (1 = every slice), got {slice_step!r}")
+    return int(slice_step)
 
 
 def check_volume(volume, name: str = "volume") -> np.ndarray:
@@ -231,9 +238,7 @@ def segment_volume(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if isinstance(slice_step, bool) or not isinstance(slice_step, (int, np.integer)) or slice_step < 1:
-        raise ValueError(f"slice_step must be an integer >= 1, got {slice_step!r}")
-    slice_step = int(slice_step)
+    slice_step = check_slice_step(slice_step)
     d, h, w = volume.shape
     frame = Frame(h, w)
     n = len(boxes)
