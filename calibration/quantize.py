@@ -94,6 +94,8 @@ class Recipe:
     ignore_types: tuple[str, ...] = ()
     ignore_dw_min_side: int | None = None
     ignore_first_convs: int = 0
+    ignore_activation_matmuls: bool = False  # leave in float the MatMuls without a constant (weight) input
+    ignore_positional: bool = False  # leave in float the MatMuls of the random-Fourier positional encodings
     subset_size: int = 311
     weights_mode: str = "int8_asym"
     qat_steps: int = 0  # kind "qat": images of fine-tuning (calibration/qat.py), learning rate, images per step
@@ -131,6 +133,11 @@ class Recipe:
                 out["ignored"] = f"GroupConvolution with output side >= {self.ignore_dw_min_side}"
         if self.ignore_first_convs:
             out["ignored"] = f"the first {self.ignore_first_convs} Convolution/GroupConvolution nodes (execution order)"
+        if self.ignore_activation_matmuls:
+            out["ignored"] = "MatMuls of two activations (attention scores and mixes); weight MatMuls quantized"
+        if self.ignore_positional:
+            out["ignored"] = out.get("ignored", "") + ("; " if "ignored" in out else "") + (
+                "the positional encodings' coordinate projections (the MatMuls before Sin/Cos)")
         return out
 
 
@@ -175,6 +182,20 @@ DECODER_RECIPES: dict[str, Recipe] = {
     "ptq": Recipe(subset_size=DECODER_SUBSET, note="NNCF default preset"),
     "tr": Recipe(model_type="transformer", subset_size=DECODER_SUBSET, note="ModelType.TRANSFORMER"),
     "wo": Recipe(kind="weights", note="INT8 weight-only (asymmetric, per channel)"),
+    "wo_sym": Recipe(kind="weights", weights_mode="int8_sym", note="INT8 weight-only (symmetric, per channel)"),
+    "tr_w": Recipe(model_type="transformer", ignore_activation_matmuls=True, subset_size=DECODER_SUBSET,
+                   note="TRANSFORMER, only the weight MatMuls quantized (activation x activation MatMuls in float)"),
+    "ptq_w": Recipe(ignore_activation_matmuls=True, subset_size=DECODER_SUBSET,
+                    note="default preset, only the weight MatMuls quantized"),
+    "tr_wp": Recipe(model_type="transformer", ignore_activation_matmuls=True, ignore_positional=True,
+                    subset_size=DECODER_SUBSET, note="TRANSFORMER, weight MatMuls quantized except the positional "
+                                                     "encodings' (activation x activation MatMuls in float)"),
+    "ptq_wp": Recipe(ignore_activation_matmuls=True, ignore_positional=True, subset_size=DECODER_SUBSET,
+                     note="default preset, weight MatMuls quantized except the positional encodings'"),
+    "tr_p": Recipe(model_type="transformer", ignore_positional=True, subset_size=DECODER_SUBSET,
+                   note="TRANSFORMER, everything but the positional encodings' projections quantized"),
+    "tr_w_nosq": Recipe(model_type="transformer", ignore_activation_matmuls=True, smooth_quant=(-1, -1),
+                        subset_size=DECODER_SUBSET, note="tr_w without SmoothQuant"),
     "fp32": Recipe(kind="none", note="not quantized (FP32 weights, f32 execution)"),
 }
 
@@ -187,8 +208,10 @@ def architecture_stamp() -> str:
     made from another graph are not reused."""
     export = REPO / "medsam_edge" / "export"
     digest = hashlib.sha256()
-    for name in ("tinyvit.py", "layers.py", "sam_heads.py", "architecture.py", "convert.py"):
-        digest.update(name.encode() + b"\0" + (export / name).read_bytes())
+    # every module of the export package: the decoder graph lives in factored_decoder.py (left out of this list
+    # until 2026-12-06, so a decoder exported from an older graph could be reused)
+    for path in sorted(export.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:10]
 
 
@@ -308,6 +331,35 @@ def _stage0_depthwise(model: ov.Model, min_side: int) -> list[str]:
     return names
 
 
+def _activation_matmuls(model: ov.Model) -> list[str]:
+    """Friendly names of the MatMul nodes neither of whose inputs is a Constant (through Converts)."""
+
+    def constant(value) -> bool:
+        node = value.get_node()
+        while node.get_type_name() == "Convert":
+            node = node.input_value(0).get_node()
+        return node.get_type_name() == "Constant"
+
+    return [n.get_friendly_name() for n in model.get_ordered_ops() if n.get_type_name() == "MatMul"
+            and not any(constant(n.input_value(i)) for i in range(2))]
+
+
+def _positional_matmuls(model: ov.Model, hops: int = 3) -> list[str]:
+    """Friendly names of the MatMuls at most ``hops`` nodes upstream of a Sin/Cos: the random-Fourier positional
+    encodings' projections of point coordinates, whose 8-bit rounding becomes a phase error after the sine."""
+    names = []
+    for node in model.get_ordered_ops():
+        if node.get_type_name() not in ("Sin", "Cos"):
+            continue
+        x = node
+        for _ in range(hops):
+            x = x.input_value(0).get_node()
+            if x.get_type_name() == "MatMul":
+                names.append(x.get_friendly_name())
+                break
+    return sorted(set(names))
+
+
 def quantize(model: ov.Model, samples: list[dict[str, np.ndarray]], recipe: Recipe) -> ov.Model:
     """Apply ``recipe`` to an FP32 OpenVINO model with NNCF (``samples``: the model's input dicts)."""
     import nncf
@@ -321,6 +373,10 @@ def quantize(model: ov.Model, samples: list[dict[str, np.ndarray]], recipe: Reci
     names = _stage0_depthwise(model, recipe.ignore_dw_min_side) if recipe.ignore_dw_min_side else []
     if recipe.ignore_first_convs:
         names += _first_convs(model, recipe.ignore_first_convs)
+    if recipe.ignore_activation_matmuls:
+        names += _activation_matmuls(model)
+    if recipe.ignore_positional:
+        names += _positional_matmuls(model)
     if recipe.kind == "weights":
         scope = nncf.IgnoredScope(names=names, validate=False) if names else None
         return nncf.compress_weights(model, mode=nncf.CompressWeightsMode(recipe.weights_mode), ignored_scope=scope)
