@@ -214,7 +214,7 @@ class _Variant:
         runtime = Runtime(options)
         t0 = time.perf_counter()
         self.encoder = runtime.compile(self.models.encoder_xml)
-        self.decoders = {b: runtime.compile(self.models.decoder_xml, {"boxes": [b, 4]},
+        self.decoders = {b: runtime.compile(self.models.decoder_for(runtime.execution_precision), {"boxes": [b, 4]},
                                             properties=runtime.decoder_properties()) for b in boxes}
         self.compile_s = time.perf_counter() - t0
         self.enc_request = self.encoder.create_infer_request()
@@ -416,7 +416,7 @@ def op_profile(precision: str = "int8", threads: int | None = None, part: str = 
     if part == "encoder":
         compiled = core().compile_model(str(pair.encoder_xml), "CPU", props)
     else:  # a static box count, as the product compiles it
-        model = core().read_model(str(pair.decoder_xml))
+        model = core().read_model(str(pair.decoder_for(options.execution_precision)))
         model.reshape({"boxes": [boxes, 4]})
         compiled = core().compile_model(model, "CPU", props)
     request = compiled.create_infer_request()

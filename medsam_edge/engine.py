@@ -90,15 +90,17 @@ class Engine:
         from .runtime import DECODER_SHAPES, WIDE_DECODER_SHAPES, DecoderModel, EncoderModel, Runtime
 
         models = resolve(options.variant, model_dir, verify=verify_models)
-        facts = read_facts(models.encoder_xml)
-        read_facts(models.decoder_xml)
         runtime = Runtime(options, digests=models.digests, golden=models.golden)
+        # a variant may name another decoder for f32 execution (int8 on a CPU without bf16: its INT8 decoder)
+        decoder_xml = models.decoder_for(runtime.execution_precision)
+        facts = read_facts(models.encoder_xml)
+        read_facts(decoder_xml)
         # the decoder is imported (or compiled) on a second thread while this one does the encoder: OpenVINO releases
         # the GIL there, so a warm start costs about the encoder's import instead of the sum (benchmarks/results/
         # cold_start.json); an encoder error wins over a decoder error, and both threads have ended on return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medsam-edge-compile") as pool:
             decoder_props = runtime.decoder_properties()
-            pending = pool.submit(runtime.compile, models.decoder_xml, DECODER_SHAPES, "decoder", decoder_props)
+            pending = pool.submit(runtime.compile, decoder_xml, DECODER_SHAPES, "decoder", decoder_props)
             try:
                 encoder_compiled = runtime.compile(models.encoder_xml, check="encoder")
             except BaseException:
@@ -108,7 +110,7 @@ class Engine:
         encoder = EncoderModel(encoder_compiled)
         decoder = DecoderModel(
             decoder_compiled,
-            wide=lambda: runtime.compile(models.decoder_xml, WIDE_DECODER_SHAPES, check="decoder",
+            wide=lambda: runtime.compile(decoder_xml, WIDE_DECODER_SHAPES, check="decoder",
                                          properties=decoder_props),
         )
         return cls(encoder, decoder, facts, runtime=runtime, models=models)

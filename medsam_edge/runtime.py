@@ -115,6 +115,13 @@ class RuntimeOptions:
     def inference_precision(self) -> str:
         return PRECISIONS[self.precision][1]
 
+    @property
+    def execution_precision(self) -> str:
+        """What the models execute as on this device: :attr:`inference_precision`, or "f32" where bf16 is asked for
+        and the CPU has no bf16 (the hint sent to OpenVINO is then f32 too, so that the cache key says what runs)."""
+        hint = self.inference_precision
+        return "f32" if hint == "bf16" and not bf16_available(self.device) else hint
+
 
 _CORE = None
 _CORE_LOCK = threading.Lock()
@@ -170,6 +177,19 @@ def cpu_features() -> dict:
     except OSError:
         pass
     return {"model": name, "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+@lru_cache(maxsize=8)
+def bf16_available(device: str = "CPU") -> bool:
+    """Whether OpenVINO can execute bf16 on ``device`` (its ``OPTIMIZATION_CAPABILITIES``; a CPU without AVX-512 BF16
+    or AMX runs a bf16 hint as f32). Non-CPU devices are trusted to map the hint themselves (True)."""
+    if _device_family(device) != "CPU":
+        return True
+    try:
+        caps = {str(c).upper() for c in core().get_property(device, "OPTIMIZATION_CAPABILITIES")}
+    except Exception:  # noqa: BLE001 - device not available: judge from the flags alone
+        return bool({"avx512_bf16", "amx_bf16"} & set(cpu_features()["flags"]))
+    return "BF16" in caps
 
 
 def execution_plan(device: str = "CPU") -> dict[str, str]:
@@ -234,6 +254,8 @@ class Runtime:
 
     def __init__(self, options: RuntimeOptions, digests: dict | None = None, golden: Path | None = None) -> None:
         self.options = options
+        #: what the models execute as (decided once: "f32" for a bf16 hint on a CPU without bf16)
+        self.execution_precision = options.execution_precision
         self.digests = digests  # {file name: sha256} known from the manifest (saves hashing the files again)
         self.golden = golden
         self.log: list[dict] = []
@@ -249,7 +271,7 @@ class Runtime:
         opts = self.options
         props: dict = {
             "PERFORMANCE_HINT": opts.performance_hint,
-            "INFERENCE_PRECISION_HINT": opts.inference_precision,
+            "INFERENCE_PRECISION_HINT": self.execution_precision,
         }
         if opts.threads is not None:
             props["INFERENCE_NUM_THREADS"] = opts.threads

@@ -272,7 +272,8 @@ class Segmenter:
             "performance_hint": self.options.performance_hint,
             "cache_dir": self.options.cache_dir,
             "encoder": str(self.models.encoder_xml) if self.models else None,
-            "decoder": str(self.models.decoder_xml) if self.models else None,
+            "decoder": (str(self.models.decoder_for(self.runtime.execution_precision if self.runtime else "f32"))
+                        if self.models else None),
             "kernels": kernels.BACKEND,
             "volume_strategy": self.volume_strategy,
             "refine": None if self.refine is None else repr(self.refine),

@@ -51,6 +51,13 @@ class ModelPair:
     digests: dict = field(default_factory=dict, compare=False)
     #: the self-check's golden file (medsam_edge.selfcheck), verified like the IR files
     golden: Path | None = None
+    #: the decoder to run instead where the execution is f32 (a CPU without bf16), if the variant has one: the int8
+    #: variant's INT8 decoder (calibration/README.md, "INT8 decoder")
+    decoder_f32_xml: Path | None = None
+
+    def decoder_for(self, execution: str) -> Path:
+        """The decoder IR that runs at ``execution`` ("f32" / "bf16" / ..., what the device really executes)."""
+        return self.decoder_f32_xml if execution == "f32" and self.decoder_f32_xml is not None else self.decoder_xml
 
 
 def load_manifest(model_dir: str | os.PathLike | None = None) -> dict:
@@ -94,7 +101,8 @@ def resolve(variant: str, model_dir: str | os.PathLike | None = None, verify: bo
         )
     info = variants[variant]
     files = manifest.get("files", {})
-    for part in ("encoder", "decoder"):
+    parts = ("encoder", "decoder", "decoder_f32") if "decoder_f32" in info else ("encoder", "decoder")
+    for part in parts:
         xml = info[part]
         for name in (xml, xml[: -len(".xml")] + ".bin"):
             if name not in files:
@@ -104,7 +112,7 @@ def resolve(variant: str, model_dir: str | os.PathLike | None = None, verify: bo
             elif not (folder / name).is_file():
                 raise ModelFileError(f"model file {folder / name} is missing; {REGENERATE_HINT}")
     digests = {}
-    for part in ("encoder", "decoder"):
+    for part in parts:
         for name in (info[part], info[part][: -len(".xml")] + ".bin"):
             digests[name] = files[name]["sha256"]
     golden = None
@@ -112,7 +120,8 @@ def resolve(variant: str, model_dir: str | os.PathLike | None = None, verify: bo
         golden = folder / GOLDEN_NAME
         if verify:
             verify_file(golden, files[GOLDEN_NAME])
-    return ModelPair(variant, folder / info["encoder"], folder / info["decoder"], digests, golden)
+    decoder_f32 = folder / info["decoder_f32"] if "decoder_f32" in info else None
+    return ModelPair(variant, folder / info["encoder"], folder / info["decoder"], digests, golden, decoder_f32)
 
 
 def write_manifest(model_dir: str | os.PathLike, variants: dict, source: dict, extra: dict | None = None) -> Path:
