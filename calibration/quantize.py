@@ -57,8 +57,8 @@ MODEL_INFO = "model_info"
 FP32_TAG = "fp32"
 
 #: the recipes shipped as the ``int8`` variant (chosen from the measured frontier, see calibration/README.md)
-# The decoder stays FP32: its INT8 weight-only form gains ~10% and miscomputes on OpenVINO 2026.4's CPU plugin when
-# the compiled model runs 2 streams of 1 thread (THROUGHPUT hint, 2 threads); its PTQ forms are inaccurate.
+# The decoder stays FP32 at bf16 execution (its INT8 forms are not faster there). Where the execution is f32 (CPUs
+# without bf16) the int8 variant runs the INT8 decoder of ``build-decoder`` (recipe ptq_mm; manifest ``decoder_f32``).
 # Encoder: qat_240 (NNCF's placement with the stem, the first MBConv's 1x1 expand conv and the LayerNorms' internals
 # in float, then quantization-aware fine-tuning against FP32 on 240 calib images, calibration/qat.py), on the
 # channels-first graph: val DSC vs FP32 0.900 / p5 0.703 at f32 execution, 0.904 / 0.740 with bf16 for the
@@ -695,8 +695,8 @@ def check_threads(encoder_xml: Path, decoder_xml: Path, precision: str, items: l
 
 #: why a part is left unquantized, for the manifest
 SHARED_NOTES = {
-    "decoder": "weight-only INT8 decoders gave wrong logits with 2 one-thread streams on OpenVINO 2026.4.1 and its "
-               "PTQ forms are inaccurate (calibration/README.md)",
+    "decoder": "at bf16 execution the INT8 decoders were not faster; CPUs without bf16 run decoder_f32, the INT8 "
+               "decoder (calibration/README.md, 'INT8 decoder')",
 }
 
 

@@ -31,7 +31,9 @@ PRECISIONS: dict[str, tuple[str, str]] = {
     "fp32": ("fp32", "f32"),  # FP16 + int8-residual weights (~fp32, folded at compile time), exact f32 execution
     "bf16": ("fp16", "bf16"),  # FP16-stored weights, bf16 execution (fast on CPUs with AVX-512 BF16 / AMX)
     # INT8 encoder + FP32 decoder; bf16 for the non-quantized ops where the CPU has it (val split: encoder 0.46x instead
-    # of 0.51x the fp32 encoder, decoder 0.7x, agreement with fp32 not lower; calibration/README.md, fourth round)
+    # of 0.51x the fp32 encoder, decoder 0.7x, agreement with fp32 not lower; calibration/README.md, fourth round).
+    # Where the CPU has no bf16 the execution is f32 and the variant's INT8 decoder runs instead (decoder 0.73-0.80x
+    # the FP32 one at f32, AMD Zen 4; calibration/README.md, "INT8 decoder")
     "int8": ("int8", "bf16"),
 }
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")

@@ -43,6 +43,8 @@ INT8_DIR = os.environ.get("MEDSAM_EDGE_INT8_MODEL_DIR") or None
 # AMD EPYC Zen 5 (family 26 model 2; AVX-512 VNNI + BF16, no AMX), 2026-12-06, decoder key-major + no snippets:
 #   2D: fp32 0.5632 / 0.6936, bf16 0.5618 / 0.6935, int8 0.5657 / 0.6972 (int8 +0.26 / +0.36 points)
 #   3D: fp32 0.3360 / 0.5287, bf16 0.3436 / 0.5343, int8 0.3327 / 0.5243 (-0.33 / -0.44)
+# AMD EPYC Zen 4 (family 25 model 17), 2026-12-06, with the no-bf16 path (INT8 decoder, f32 execution, emulated):
+#   2D: int8 +0.26 / +0.36, int8_f32 +0.33 / -0.01 points; 3D: int8 -0.33 / -0.44, int8_f32 -0.57 / -0.63
 # bf16 alone moves the 3D case by +0.76 to +0.84 points, so 3D gets the wider limit. Not yet measured on an AMX CPU (Sapphire
 # Rapids): a session there records its row here.
 MAX_LOSS_POINTS = {"2D": 1.5, "3D": 2.5}
