@@ -202,10 +202,7 @@ def bf16_available(device: str = "CPU") -> bool:
 def execution_plan(device: str = "CPU") -> dict[str, str]:
     """What each precision executes as on this machine's CPU (from its ISA flags and OpenVINO's capabilities)."""
     flags = set(cpu_features()["flags"])
-    try:
-        caps = {str(c).upper() for c in core().get_property(device, "OPTIMIZATION_CAPABILITIES")}
-    except Exception:  # noqa: BLE001 - device not available: judge from the flags alone
-        caps = {"FP32", "INT8"} | ({"BF16"} if {"avx512_bf16", "amx_bf16"} & flags else set())
+    caps = {"BF16"} if bf16_available(device) else set()
     f32 = "f32 (AVX-512)" if "avx512f" in flags else "f32 (AVX2)" if "avx2" in flags else "f32"
     if "BF16" in caps:
         bf16 = "bf16 on AMX-BF16 tiles" if "amx_bf16" in flags else "bf16 on AVX-512 BF16"
@@ -223,7 +220,8 @@ def execution_plan(device: str = "CPU") -> dict[str, str]:
     return {
         "fp32": f"{f32}, FP16+residual weights folded to f32",
         "bf16": f"{bf16}, FP16-stored weights" if bf16 else f"{f32} (no bf16 on this CPU: like fp32, FP16 weights)",
-        "int8": f"quantized convolutions/matmuls in int8 on {int8}; the other ops in {rest}",
+        "int8": f"quantized convolutions/matmuls in int8 on {int8}; the other ops in {rest}; decoder: "
+                + ("the fp32c decoder in bf16" if bf16 else "the INT8 decoder (decoder_int8), f32 for its other ops"),
     }
 
 
