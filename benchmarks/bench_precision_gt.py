@@ -6,10 +6,15 @@ precision, case-major, and scored against its ground truth with the challenge me
 (:func:`medsam_edge.metrics.compute_dsc_nsd`: mean over the case's labels of DSC and NSD, 2 mm / 2 px tolerance,
 spacing in mm for 3D). Summaries per set x dimension x modality, and the difference to fp32 in points (x100).
 
+``int8-no-bf16`` (opt-in, ``--precisions fp32,bf16,int8,int8-no-bf16``) is ``precision="int8"`` as a CPU without
+bf16 runs it, emulated: :func:`medsam_edge.runtime.bf16_available` patched to False while it is built, so the runtime
+sends an f32 hint and the int8 variant runs its INT8 decoder (``decoder_f32`` in the manifest).
+
 Latency: encoder (one 256x256 tensor) and decoder (1/4/8/32 boxes on one embedding) per precision, interleaved
 rounds, median ms and ratios to fp32 and bf16 of the same run.
 
 ``python benchmarks/bench_precision_gt.py --out benchmarks/results/precision_gt.json``
+``python benchmarks/bench_precision_gt.py --precisions fp32,int8,int8-no-bf16 --out benchmarks/results/precision_gt_no_bf16.json``
 (needs the sets: ``python calibration/build_data.py``).
 """
 
@@ -27,6 +32,21 @@ from pathlib import Path
 import numpy as np
 
 PRECISIONS = ("fp32", "bf16", "int8")
+NO_BF16 = "int8-no-bf16"  # precision="int8" as built on a CPU without bf16 (emulated)
+
+
+def build_segmenter(key: str, threads: int, cache_dir: Path):
+    from medsam_edge import Segmenter
+    from medsam_edge import runtime as runtime_module
+
+    if key != NO_BF16:
+        return Segmenter(precision=key, threads=threads, cache_dir=cache_dir)
+    original = runtime_module.bf16_available
+    runtime_module.bf16_available = lambda device="CPU": False
+    try:
+        return Segmenter(precision="int8", threads=threads, cache_dir=cache_dir)
+    finally:
+        runtime_module.bf16_available = original
 
 
 def cpu_name() -> dict:
@@ -128,7 +148,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from calibration import data as caldata
-    from medsam_edge import Segmenter
     from medsam_edge.runtime import execution_plan
 
     keys = args.precisions.split(",")
@@ -137,7 +156,7 @@ def main(argv=None) -> int:
         segmenters = {}
         for k in keys:
             t0 = time.perf_counter()
-            segmenters[k] = Segmenter(precision=k, threads=args.threads, cache_dir=Path(tmp) / k)
+            segmenters[k] = build_segmenter(k, args.threads, Path(tmp) / k)
             print(f"{k}: compiled in {time.perf_counter() - t0:.1f} s (fresh cache)", flush=True)
         t0 = time.perf_counter()
         records = score_sets(segmenters, sets)
