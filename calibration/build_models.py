@@ -53,7 +53,9 @@ FP32_VS_FP32_LIMITS = {"embedding_rel_l2": 6e-5, "low_res_logits_rel_l2": 2e-5, 
 
 
 def _variant_files_present(model_dir: Path, facts: dict[str, Any]) -> bool:
-    for part in ("encoder", "decoder"):
+    for part in ("encoder", "decoder", "decoder_f32"):  # decoder_f32: optional (int8: the no-bf16 decoder)
+        if part == "decoder_f32" and part not in facts:
+            continue
         xml = model_dir / str(facts.get(part, ""))
         if not (xml.is_file() and xml.with_suffix(".bin").is_file()):
             return False

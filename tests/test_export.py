@@ -394,7 +394,11 @@ def test_manifest_update_keeps_other_variants(tmp_path: Path) -> None:
     assert manifest["variants"]["int8"] == int8 and "fp16" in manifest["variants"]
     assert models.resolve("int8", tmp_path).encoder_xml == tmp_path / "encoder_int8.xml"
 
-    for suffix in (".xml", ".bin"):
-        (tmp_path / f"encoder_int8{suffix}").unlink()
+    # a variant's optional f32 decoder counts as one of its files too
+    (tmp_path / "decoder_f32.xml").write_text("x")
+    (tmp_path / "decoder_f32.bin").write_bytes(b"x")
+    build.update_manifest(tmp_path, {"int8": {**int8, "decoder_f32": "decoder_f32.xml"}})
+    assert models.resolve("int8", tmp_path).decoder_f32_xml == tmp_path / "decoder_f32.xml"
+    (tmp_path / "decoder_f32.bin").unlink()
     build.update_manifest(tmp_path, {"fp16": {"encoder": "encoder_fp16.xml", "decoder": "decoder_fp16.xml"}})
     assert set(models.load_manifest(tmp_path)["variants"]) == {"fp16"}
