@@ -180,27 +180,17 @@ def test_corrupt_model_file_names_the_file(tmp_path):
         Segmenter(precision="fp32", model_dir=folder)
 
 
-def test_truncated_and_missing_model_files(tmp_path):
+# decoder_int8: the int8 variant's decoder for CPUs without bf16, checked whatever CPU runs
+@pytest.mark.parametrize("precision, name", [("fp32", "decoder_fp32c.bin"), ("int8", "decoder_int8.bin")])
+def test_truncated_and_missing_model_files(tmp_path, precision, name):
     folder = _copy_models(tmp_path)
-    dec = folder / "decoder_fp32c.bin"
+    dec = folder / name
     dec.write_bytes(dec.read_bytes()[:1000])
-    with pytest.raises(ModelFileError, match="decoder_fp32c.bin.*truncated"):
-        Segmenter(precision="fp32", model_dir=folder)
+    with pytest.raises(ModelFileError, match=f"{name}.*truncated"):
+        Segmenter(precision=precision, model_dir=folder)
     dec.unlink()
-    with pytest.raises(ModelFileError, match="decoder_fp32c.bin.*missing.*regenerate"):
-        Segmenter(precision="fp32", model_dir=folder)
-
-
-def test_int8_f32_decoder_is_verified_like_the_others(tmp_path):
-    """The int8 variant's decoder for CPUs without bf16 is checked whatever CPU runs: a damaged copy is refused."""
-    folder = _copy_models(tmp_path)
-    dec = folder / "decoder_int8.bin"
-    dec.write_bytes(dec.read_bytes()[:1000])
-    with pytest.raises(ModelFileError, match="decoder_int8.bin.*truncated"):
-        Segmenter(precision="int8", model_dir=folder)
-    dec.unlink()
-    with pytest.raises(ModelFileError, match="decoder_int8.bin.*missing.*regenerate"):
-        Segmenter(precision="int8", model_dir=folder)
+    with pytest.raises(ModelFileError, match=f"{name}.*missing.*regenerate"):
+        Segmenter(precision=precision, model_dir=folder)
 
 
 def test_segmenting_never_imports_torch():
