@@ -416,7 +416,7 @@ def op_profile(precision: str = "int8", threads: int | None = None, part: str = 
     if part == "encoder":
         compiled = core().compile_model(str(pair.encoder_xml), "CPU", props)
     else:  # a static box count, as the product compiles it
-        model = core().read_model(str(pair.decoder_for(options.execution_precision)))
+        model = core().read_model(str(pair.decoder_for(runtime.execution_precision)))
         model.reshape({"boxes": [boxes, 4]})
         compiled = core().compile_model(model, "CPU", props)
     request = compiled.create_infer_request()

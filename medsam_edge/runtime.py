@@ -202,9 +202,8 @@ def bf16_available(device: str = "CPU") -> bool:
 def execution_plan(device: str = "CPU") -> dict[str, str]:
     """What each precision executes as on this machine's CPU (from its ISA flags and OpenVINO's capabilities)."""
     flags = set(cpu_features()["flags"])
-    caps = {"BF16"} if bf16_available(device) else set()
     f32 = "f32 (AVX-512)" if "avx512f" in flags else "f32 (AVX2)" if "avx2" in flags else "f32"
-    if "BF16" in caps:
+    if bf16_available(device):
         bf16 = "bf16 on AMX-BF16 tiles" if "amx_bf16" in flags else "bf16 on AVX-512 BF16"
     else:
         bf16 = None

@@ -10,8 +10,9 @@ Layout (all in this folder)::
 Variants: ``fp32`` (``*_fp32c``: FP16 + int8 residual weights, ~fp32 accuracy, serves the fp32 precision), ``fp16``
 (weights stored in FP16, serves bf16) and ``int8`` (NNCF-quantized INT8 encoder with the fp32c decoder run at bf16
 where the CPU has it: the default precision; on a CPU without bf16 its ``decoder_f32``, the INT8 ``decoder_int8``,
-runs at f32 instead). Compile decoders with a static box count, as :class:`medsam_edge.runtime.DecoderModel` does: with
-a dynamic box dimension OpenVINO 2026.4.1's CPU plugin miscomputes INT8 decoders (calibration/README.md). See :data:`medsam_edge.runtime.PRECISIONS`.
+runs at f32 instead). See :data:`medsam_edge.runtime.PRECISIONS`. Compile decoders with a static box count, as
+:class:`medsam_edge.runtime.DecoderModel` does: with a dynamic box dimension OpenVINO 2026.4.1's CPU plugin
+miscomputes INT8 decoders (calibration/README.md).
 Files are regenerated only by ``calibration/build_models.py``; :func:`write_manifest` records them.
 """
 
