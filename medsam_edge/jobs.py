@@ -165,18 +165,23 @@ def segment_case(
                                   slice_step=slice_step)
         seconds = time.perf_counter() - t0
         labels = vres.label_map
-        picture = ((lambda: mosaic_3d(to_uint8(loaded.array, loaded.modality, window), labels, vres.boxes))
-                   if overlay else None)
+        mosaic = mosaic_3d(to_uint8(loaded.array, loaded.modality, window), labels, vres.boxes) if overlay else None
+        picture = (lambda: mosaic) if overlay else None
+    kind = loaded.kind
+    # the writer below copies the label map into a SimpleITK image; a volume's input voxels (as large as the label
+    # map for 16-bit data) are not needed any more, so they are released first (the CLI's peak RSS was the write)
+    reference = (loaded.geometry if kind == "3d" else loaded) if loaded.geometry is not None else None
+    del loaded
     out = Path(output) if output is not None else None
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.name.lower().endswith(".npz"):
             write_npz_segs(out, labels)
         else:
-            write_labels(out, labels, reference=loaded if loaded.geometry is not None else None)
+            write_labels(out, labels, reference=reference)
     if picture is not None:
         write_png_atomic(Path(overlay), picture())
-    return CaseResult(case=path.name, output=out, seconds=seconds, kind=loaded.kind, boxes=len(box_array))
+    return CaseResult(case=path.name, output=out, seconds=seconds, kind=kind, boxes=len(box_array))
 
 
 def write_png_atomic(path: Path, rgb: np.ndarray) -> None:
