@@ -155,7 +155,7 @@ def segment_case(
         result = seg(image, box_array)
         seconds = time.perf_counter() - t0
         labels = result.label_map
-        picture = (lambda: overlay_2d(image, labels, result.boxes)) if overlay else None
+        picture = overlay_2d(image, labels, result.boxes) if overlay else None
     else:
         box_array = _resolve_boxes(boxes, loaded, 6, path)
         seg = _get(segmenter)
@@ -165,8 +165,7 @@ def segment_case(
                                   slice_step=slice_step)
         seconds = time.perf_counter() - t0
         labels = vres.label_map
-        mosaic = mosaic_3d(to_uint8(loaded.array, loaded.modality, window), labels, vres.boxes) if overlay else None
-        picture = (lambda: mosaic) if overlay else None
+        picture = mosaic_3d(to_uint8(loaded.array, loaded.modality, window), labels, vres.boxes) if overlay else None
     kind = loaded.kind
     # the writer below copies the label map into a SimpleITK image; a volume's input voxels (as large as the label
     # map for 16-bit data) are not needed any more, so they are released first (the CLI's peak RSS was the write)
@@ -180,7 +179,7 @@ def segment_case(
         else:
             write_labels(out, labels, reference=reference)
     if picture is not None:
-        write_png_atomic(Path(overlay), picture())
+        write_png_atomic(Path(overlay), picture)
     return CaseResult(case=path.name, output=out, seconds=seconds, kind=kind, boxes=len(box_array))
 
 
