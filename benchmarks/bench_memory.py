@@ -51,7 +51,8 @@ def _reset_peak() -> bool:
         return False
 
 
-def child(src: str, volume_path: str, boxes_json: str, cache_slices: int | None, strategy: str | None) -> dict:
+def child(src: str, volume_path: str, boxes_json: str, cache_slices: int | None, strategy: str | None,
+          precision: str | None = None) -> dict:
     if src:
         # use the package in ``src`` even when an editable install's finder maps medsam_edge elsewhere
         sys.meta_path[:] = [f for f in sys.meta_path if "Redirect" not in type(f).__name__]
@@ -71,7 +72,12 @@ def child(src: str, volume_path: str, boxes_json: str, cache_slices: int | None,
     from medsam_edge import kernels
 
     mark("import")
-    seg = medsam_edge.Segmenter()
+    if precision == "reference":
+        seg = medsam_edge.Segmenter.reference()
+    elif precision:
+        seg = medsam_edge.Segmenter(precision=precision)
+    else:
+        seg = medsam_edge.Segmenter()
     mark("segmenter built")
     probe = np.zeros((512, 512), np.uint8)
     probe[100:300, 150:350] = 200
@@ -114,12 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depth", type=int, default=200)
     p.add_argument("--cache-slices", type=int, default=None)
     p.add_argument("--strategy", default=None)
+    p.add_argument("--precision", default=None, choices=["int8", "bf16", "fp32", "reference"],
+                   help="Segmenter(precision=...) or Segmenter.reference() (default: Segmenter())")
     p.add_argument("--out", type=Path)
-    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        src, vol, boxes, cache, strategy = args.child
-        print(json.dumps(child(src, vol, boxes, None if cache == "-" else int(cache), None if strategy == "-" else strategy)))
+        src, vol, boxes, cache, strategy, precision = args.child
+        print(json.dumps(child(src, vol, boxes, None if cache == "-" else int(cache),
+                               None if strategy == "-" else strategy, None if precision == "-" else precision)))
         return 0
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -140,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             src_abs = str(Path(src).resolve()) if src else ""
             cmd = [sys.executable, str(Path(__file__).resolve()), "--child", src_abs, str(path),
                    json.dumps(boxes.tolist()), str(args.cache_slices) if args.cache_slices is not None else "-",
-                   args.strategy or "-"]
+                   args.strategy or "-", args.precision or "-"]
             rc, out, err, sampled = _run_sampled(cmd)
             if rc != 0:
                 print(err[-3000:], file=sys.stderr)
@@ -156,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, _ in srcs:
         peaks = [r["peak_rss_mb"] for r in runs if r["name"] == name]
         summary[name] = {"peak_rss_mb_min": min(peaks), "peak_rss_mb_max": max(peaks)}
-    doc = {"volume": {"shape": [args.depth, 512, 512], "dtype": "int16", "boxes": boxes.tolist(),
+    doc = {"precision": args.precision or "default",
+           "volume": {"shape": [args.depth, 512, 512], "dtype": "int16", "boxes": boxes.tolist(),
                       "window": "abdomen", "gt_voxels": gt},
            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary, "runs": runs}
     print(json.dumps(summary, indent=1))

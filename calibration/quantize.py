@@ -242,7 +242,8 @@ def fp32_pair(folder: Path | None = None) -> tuple[Path, Path]:
     if not (encoder.is_file() and decoder.is_file()):
         from medsam_edge.export import export_models  # needs torch
 
-        export_models(out_dir=folder, compress_to_fp16=False, tag=FP32_TAG, verify=True)
+        # whole graph (row_strips=1): NNCF must see each tensor once, not once per row strip
+        export_models(out_dir=folder, compress_to_fp16=False, tag=FP32_TAG, verify=True, row_strips=1)
     return encoder, decoder
 
 

@@ -363,7 +363,7 @@ def test_shipped_rt_info() -> None:
 def test_fp32_export_metadata_and_parity(fp32_export: dict) -> None:
     assert fp32_export["storage"] == "fp32"
     assert fp32_export["parity"]["embedding_rel_l2"] < 1e-4
-    assert fp32_export["compacted"] == {"attention_bias_tables": 10, "positional_encoding": 1}
+    assert fp32_export["compacted"] == {"attention_bias_tables": 10, "positional_encoding": 1, "encoder_row_strips": 4}
     info = read_model_info(ov.Core().read_model(fp32_export["decoder"]))
     assert info["weights_storage"] == "fp32" and info["model_type"] == "litemedsam_decoder"
     print("\nFP32 export seconds:", {k: round(v, 1) for k, v in fp32_export["seconds"].items()})
@@ -402,3 +402,53 @@ def test_manifest_update_keeps_other_variants(tmp_path: Path) -> None:
     (tmp_path / "decoder_f32.bin").unlink()
     build.update_manifest(tmp_path, {"fp16": {"encoder": "encoder_fp16.xml", "decoder": "decoder_fp16.xml"}})
     assert set(models.load_manifest(tmp_path)["variants"]) == {"fp16"}
+
+
+# ------------------------------------------------------------------------------------------- row strips
+
+
+def _f32_embedding(model: ov.Model, image: np.ndarray) -> np.ndarray:
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
+    return compiled.create_infer_request().infer({0: image})[0].copy()
+
+
+def test_row_strips_compute_the_whole_encoder(ours: LiteMedSAM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder's full-resolution part in 2 / 4 / 8 row strips gives the whole graph's embedding (bit-identical
+    on AMD Zen 4 at f32); with too small a halo the strip borders show (so the comparison can fail)."""
+    from medsam_edge.export import row_strips
+    from medsam_edge.export.convert import convert_encoder
+
+    whole = convert_encoder(ours)
+    image = np.random.default_rng(3).random((1, 3, 256, 256), dtype=np.float32)
+    expected = _f32_embedding(whole, image)
+
+    def rel(model: ov.Model) -> float:
+        got = _f32_embedding(model, image)
+        return float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
+
+    for strips in (2, 4, 8):
+        tiled = row_strips.split_rows(whole.clone(), strips)
+        assert row_strips.row_strip_count(tiled) == strips
+        assert rel(tiled) <= 1e-6, strips
+    monkeypatch.setattr(row_strips, "HALO_ABOVE", 2)
+    monkeypatch.setattr(row_strips, "HALO_BELOW", 0)
+    assert rel(row_strips.split_rows(whole.clone(), 4)) > 1e-3
+
+
+def test_row_strip_copies_share_weights_not_biases(ours: LiteMedSAM) -> None:
+    """Convolution weights are shared by the copies (the .bin does not grow); a bias constant has one consumer, so
+    the CPU plugin still fuses each bias Add into its convolution (a shared one made bf16 results differ)."""
+    from medsam_edge.export import row_strips
+    from medsam_edge.export.convert import convert_encoder
+
+    tiled = row_strips.split_rows(convert_encoder(ours), 4)
+    convs = [op for op in tiled.get_ordered_ops() if op.get_type_name() in row_strips.WEIGHTED]
+    copies = [op for op in convs if "/rows" in op.get_friendly_name()]
+    assert len(copies) == 4 * 11  # stem 2 + two MBConvs 2 x 3 + merge 3 per strip
+    weights = {op.input_value(1).get_node().get_instance_id() for op in copies}
+    assert len(weights) == 11
+    for op in tiled.get_ordered_ops():
+        if op.get_type_name() == "Add" and "/rows" in op.get_friendly_name():
+            for value in op.input_values():
+                if value.get_node().get_type_name() == "Constant":
+                    assert len(value.get_target_inputs()) == 1, op.get_friendly_name()

@@ -284,6 +284,17 @@ def test_shipped_encoders_keep_feature_maps_channels_first(variant: str) -> None
     assert sum(op.get_type_name() == "Transpose" for op in encoder.get_ops()) <= 60
 
 
+@pytest.mark.parametrize("variant, strips", [("fp16", 4), ("fp32", 4), ("int8", 1)])
+def test_shipped_encoders_row_strips(variant: str, strips: int) -> None:
+    """fp16 / fp32c encoders run their full-resolution part in 4 row strips (medsam_edge/export/row_strips.py: less
+    working memory, same embedding); the fine-tuned int8 encoder is whole (its quantizers belong to the whole graph)."""
+    from medsam_edge import models
+    from medsam_edge.export.row_strips import row_strip_count
+
+    encoder = ov.Core().read_model(models.resolve(variant).encoder_xml)
+    assert row_strip_count(encoder) == strips
+
+
 def test_layout_transposes_are_found() -> None:
     """The check above can fail: it finds both channel moves in a small graph."""
     x = ops.parameter([1, 8, 4, 4], ov.Type.f32)

