@@ -2,7 +2,8 @@
 
 * :mod:`.checkpoint` fetches and verifies the official weights (no torch needed except for loading them);
 * :mod:`.tinyvit`, :mod:`.sam_heads`, :mod:`.architecture`: our inference-only torch definition of the model;
-* :mod:`.convert`: torch -> IR (``export_models``), metadata, parity check.
+* :mod:`.convert`: torch -> IR (``export_models``), metadata, parity check;
+* :mod:`.row_strips`: IR pass that runs the encoder's full-resolution part in row strips (less working memory).
 
 Names from the torch-dependent modules are imported lazily, so ``import medsam_edge.export`` works without torch
 and using them raises :class:`medsam_edge.errors.ExportError` with the install hint.
