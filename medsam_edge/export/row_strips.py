@@ -101,13 +101,9 @@ def split_rows(model: ov.Model, strips: int = ENCODER_ROW_STRIPS) -> ov.Model:
         lo, hi = max(0, a - HALO_ABOVE), min(height, b + HALO_BELOW)
         copy = span.clone()
         copies = copy.get_ordered_ops()
-        if len(copies) != len(originals):  # pragma: no cover - clone keeps the topology
-            raise ExportError("encoder IR: cloned span differs from the original")
-        twin = {}
-        for orig, dup in zip(originals, copies):
-            if orig.get_type_name() != dup.get_type_name():  # pragma: no cover
-                raise ExportError("encoder IR: cloned span is ordered differently")
-            twin[dup.get_instance_id()] = orig
+        if [op.get_type_name() for op in copies] != [op.get_type_name() for op in originals]:  # pragma: no cover
+            raise ExportError("encoder IR: the cloned span is not ordered like the original")
+        twin = {dup.get_instance_id(): orig for orig, dup in zip(originals, copies)}
         for dup in copies:
             orig = twin[dup.get_instance_id()]
             if _constant_only(orig, memo) or dup.get_type_name() in ("Parameter", "Result"):
