@@ -38,7 +38,7 @@ import numpy as np
 
 from .errors import MedsamEdgeError, ModelFileError
 from .models import resolve as resolve_models
-from .runtime import DEFAULT, PRECISIONS, Runtime, RuntimeOptions, resolve_cache_dir
+from .runtime import DEFAULT, PRECISIONS, Runtime, RuntimeOptions, openvino, resolve_cache_dir
 
 #: MAC counts used when the IR cannot be inspected (counted on the fp16 IR with :func:`count_macs`)
 FALLBACK_GMAC = {"encoder": 37.474, "decoder_1": 1.806, "decoder_8": 11.619}
@@ -404,7 +404,7 @@ def op_profile(precision: str = "int8", threads: int | None = None, part: str = 
     fusions: "Subgraph" is a fused element-wise block, "Reorder" a layout conversion) and per (type, kernel), averaged
     over ``repeats`` inferences after one warm-up. Counters add some overhead; use the shares, not the total.
     """
-    import openvino as ov
+    ov = openvino()
 
     options = RuntimeOptions(precision=precision, threads=threads, cache_dir=None)
     pair = resolve_models(options.variant, model_dir, verify=False)

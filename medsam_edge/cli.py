@@ -15,6 +15,7 @@ import argparse
 import csv
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -186,13 +187,40 @@ def _segmenter(args):
 
 
 class _LazySegmenter:
-    """Creates the Segmenter on first use, so input errors are reported before the model is compiled."""
+    """The command's Segmenter, loaded on a background thread while the input is read.
+
+    :meth:`start` begins loading the models (importing OpenVINO, the compiled-model cache or a compile); the caller
+    reads and checks its input meanwhile, so an input error is still reported first, and :meth:`get` waits for the
+    models and re-raises a loading error (e.g. :class:`~medsam_edge.errors.ModelFileError`) in the caller's thread.
+    Without :meth:`start`, :meth:`get` loads them in the caller's thread. The thread is not a daemon: a command that
+    fails on its input exits once the loading in flight has finished, never inside OpenVINO.
+    """
 
     def __init__(self, args) -> None:
         self.args = args
         self._seg = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "_LazySegmenter":
+        if self._thread is None and self._seg is None:
+            self._thread = threading.Thread(target=self._load, name="medsam-edge-cli-load")
+            self._thread.start()
+        return self
+
+    def _load(self) -> None:
+        try:
+            self._seg = _segmenter(self.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that calls get()
+            self._error = exc
 
     def get(self):
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         if self._seg is None:
             self._seg = _segmenter(self.args)
         return self._seg
@@ -205,6 +233,8 @@ def _segment_example(args, con: _Console) -> int:
     from .metrics import dice
     from .overlay import overlay_2d
 
+    t0 = time.perf_counter()
+    lazy = _LazySegmenter(args).start()
     example = load_example()
     image, boxes = example.image, example.boxes
     out_dir = Path("medsam_edge_example")
@@ -212,13 +242,12 @@ def _segment_example(args, con: _Console) -> int:
     overlay_path = args.overlay or out_dir / "nuclei_overlay.png"
     con.say(f"no input given: segmenting the bundled example {example.path.name} "
             f"({example.modality}, {image.shape[1]}x{image.shape[0]} px, {len(boxes)} boxes)")
-    t0 = time.perf_counter()
-    seg = _segmenter(args)
+    seg = lazy.get()
     t1 = time.perf_counter()
     result = seg(image, boxes)
     t2 = time.perf_counter()
-    con.say(f"model: {seg.options.precision} on {seg.options.device} (load + compile {t1 - t0:.2f} s); "
-            f"{len(boxes)} boxes segmented in {t2 - t1:.3f} s")
+    con.say(f"model: {seg.options.precision} on {seg.options.device} (load + compile {t1 - t0:.2f} s, while the "
+            f"example was read); {len(boxes)} boxes segmented in {t2 - t1:.3f} s")
     for i, score in enumerate(result.scores):
         dsc = dice(result.masks[i], example.ground_truth == i + 1)
         con.say(f"  box {i + 1} {np.round(result.boxes[i]).astype(int).tolist()}: {int(result.masks[i].sum())} px, "
@@ -302,8 +331,8 @@ def cmd_segment(args) -> int:
     if not path.exists():
         raise UnreadableFileError(f"{path} does not exist; expected an image, a volume, a DICOM folder or a .npz file")
     if path.is_dir() and any(p.suffix.lower() == ".npz" for p in path.iterdir()):
-        return _segment_folder(_LazySegmenter(args), path, args, con)
-    lazy = _LazySegmenter(args)
+        return _segment_folder(_LazySegmenter(args).start(), path, args, con)
+    lazy = _LazySegmenter(args).start()
     seconds = _segment_one(lazy, path, args, con, args.output, args.overlay)
     seg = lazy.get()
     con.say(f"{path.name}: segmented in {seconds:.2f} s ({seg.options.precision} on {seg.options.device})")
@@ -348,11 +377,11 @@ def cmd_info(args) -> int:
     import importlib.metadata as md
     import platform
 
-    import openvino as ov
-
     from . import __version__, kernels
     from .models import MODEL_DIR, load_manifest
-    from .runtime import core, cpu_features, default_cache_root, execution_plan
+    from .runtime import core, cpu_features, default_cache_root, execution_plan, openvino
+
+    ov = openvino()
 
     info = {
         "medsam_edge": __version__,

@@ -123,6 +123,61 @@ def test_errors_are_actionable(args, message, tmp_path):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_the_models_load_on_a_second_thread_while_the_input_is_read(tmp_path, monkeypatch, capsys):
+    """``segment`` starts loading the models before it reads the input: the loader runs on its own thread and is
+    still running while the file is read; its result is the Segmenter used; a loading error reaches the caller as
+    the command's typed error (exit 2), and an input error is reported instead of the loader's result."""
+    import threading
+
+    from medsam_edge import cli, io
+    from medsam_edge.errors import MedsamEdgeError, ModelFileError
+
+    img = (np.arange(64 * 80) % 251).astype(np.uint8).reshape(64, 80)
+    cv2.imwrite(str(tmp_path / "img.png"), img)
+    loading, release, seen = threading.Event(), threading.Event(), {}
+
+    class FakeSegmenter:
+        class options:
+            precision, device = "fake", "CPU"
+
+        def __call__(self, image, boxes):
+            seen["called_with"] = image.shape
+            raise MedsamEdgeError("the fake segmenter was used")
+
+    def slow_segmenter(args):
+        seen["loader_thread"] = threading.current_thread().name
+        loading.set()
+        assert release.wait(30)
+        return FakeSegmenter()
+
+    real_read = io.read_image
+
+    def read_while_loading(path, *a, **k):
+        assert loading.wait(10), "the models were not being loaded while the input was read"
+        seen["read_while_loading"] = not release.is_set()
+        release.set()
+        return real_read(path, *a, **k)
+
+    monkeypatch.setattr(cli, "_segmenter", slow_segmenter)
+    monkeypatch.setattr(io, "read_image", read_while_loading)
+    assert cli.main(["segment", str(tmp_path / "img.png"), "--box", "5", "5", "40", "30", "-q"]) == 2
+    assert "the fake segmenter was used" in capsys.readouterr().err
+    assert seen == {"loader_thread": "medsam-edge-cli-load", "read_while_loading": True, "called_with": (64, 80)}
+
+    def failing_segmenter(args):
+        raise ModelFileError("encoder_int8.xml is missing (expected sha256 0123)")
+
+    monkeypatch.setattr(io, "read_image", real_read)
+    monkeypatch.setattr(cli, "_segmenter", failing_segmenter)
+    assert cli.main(["segment", str(tmp_path / "img.png"), "--box", "5", "5", "40", "30", "-q"]) == 2
+    assert "encoder_int8.xml is missing" in capsys.readouterr().err
+    # an unreadable input is the error the user sees, although the (failing) loader also ran
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    assert cli.main(["segment", str(tmp_path / "broken.png"), "--box", "5", "5", "40", "30", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "encoder_int8.xml" not in err
+
+
 def test_box_outside_the_image_names_the_size(tmp_path):
     img = (np.arange(64 * 80) % 251).astype(np.uint8).reshape(64, 80)
     cv2.imwrite(str(tmp_path / "img.png"), img)

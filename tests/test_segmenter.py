@@ -295,3 +295,30 @@ def test_array_volumes_never_import_simpleitk_and_files_still_do(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_segmenting_does_not_load_the_model_converter_and_convert_model_still_works():
+    """The runtime imports openvino without ``openvino.tools.ovc`` (0.06 s of a cold start); a caller's
+    ``openvino.convert_model`` afterwards loads the real converter and converts, and the placeholder is gone."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        import medsam_edge
+        seg = medsam_edge.Segmenter(precision="fp32", threads=1)
+        image = np.zeros((64, 80), np.uint8)
+        image[20:40, 20:50] = 200
+        assert seg(image, [[15, 15, 55, 45]]).label_map.max() == 1
+        loaded = sorted(m for m in sys.modules if m.startswith("openvino.tools") or "telemetry" in m)
+        assert loaded == [], loaded
+        import openvino as ov
+        import torch
+        model = ov.convert_model(torch.nn.Linear(3, 2), example_input=torch.zeros(1, 3), input=[1, 3])
+        assert isinstance(model, ov.Model) and model.output(0).get_partial_shape() == ov.PartialShape([1, 2])
+        import openvino.tools.ovc as ovc
+        assert ovc.__file__ and ovc.convert_model is not ov.convert_model
+        assert sys.modules["openvino.tools.ovc"] is ovc
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
