@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--src", action="append", default=[], metavar="NAME=DIR")
     p.add_argument("--runs", type=int, default=7)
-    p.add_argument("--cases", default="png,nii_small,nii_512")
+    p.add_argument("--cases", default="png,nii_512", help="comma-separated: png, nii_small, nii_512")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     from medsam_edge.bench import cpu_label

@@ -872,3 +872,114 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_file(tmp_path):
         assert any(np.array_equal(got, v) for v in versions)  # ... and one of the two versions exactly
         mid_write_kills += bool(list(tmp_path.glob(".vol.tmp-*")))
     assert mid_write_kills >= 1  # at least one kill landed while a temp file was being written
+
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".mha"])
+def test_a_read_volume_is_held_once_at_the_peak(tmp_path, suffix):
+    """Reading an 80 MB volume raises the process's peak RSS by about 80 MB, not 160 MB: NIfTI voxels are
+    decompressed straight into the array (ITK's reader holds them twice), other formats give the SimpleITK image's
+    own buffer as the (writeable) array instead of copying it out."""
+    vol = (np.arange(160 * 512 * 512, dtype=np.int64) % 1999 - 900).astype(np.int16).reshape(160, 512, 512)
+    img = sitk.GetImageFromArray(vol)
+    img.SetSpacing((0.75, 0.75, 2.0))
+    big, small = tmp_path / f"big{suffix}", tmp_path / f"small{suffix}"
+    sitk.WriteImage(img, str(big), useCompression=suffix == ".nii.gz", compressionLevel=1)
+    sitk.WriteImage(sitk.GetImageFromArray(vol[:2, :16, :16]), str(small))
+    code = textwrap.dedent(
+        f"""
+        import gc, json
+        import numpy as np
+        from medsam_edge.io import read_image
+
+        def status(key):
+            with open("/proc/self/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
+
+        read_image(r"{small}")  # SimpleITK and its reader loaded
+        gc.collect()
+        rss = status("VmRSS:")
+        loaded = read_image(r"{big}")
+        peak = status("VmHWM:")
+        a = loaded.array
+        gc.collect()
+        ok = bool(a.flags.writeable and a.shape == (160, 512, 512) and a.dtype == np.int16)
+        checksum = int(a[::7, ::5, ::3].astype(np.int64).sum())
+        a[0, 0, 0] = 1234
+        print(json.dumps({{"grew_mb": peak - rss, "ok": ok, "checksum": checksum, "written": int(a[0, 0, 0]),
+                           "spacing": list(loaded.geometry.spacing)}}))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    nbytes_mb = vol.nbytes / 2**20
+    assert out["ok"] and out["written"] == 1234 and np.allclose(out["spacing"], [0.75, 0.75, 2.0])
+    assert out["checksum"] == int(vol[::7, ::5, ::3].astype(np.int64).sum())
+    assert out["grew_mb"] < 1.4 * nbytes_mb, f"reading {nbytes_mb:.0f} MB raised the peak by {out['grew_mb']:.0f} MB"
+
+
+def _nifti_variant(src: Path, dst: Path, edit) -> Path:
+    import gzip
+
+    raw = bytearray(src.read_bytes())
+    edit(raw)
+    with (gzip.open(dst, "wb") if dst.suffix == ".gz" else open(dst, "wb")) as fh:
+        fh.write(bytes(raw))
+    return dst
+
+
+def test_nifti_read_directly_matches_simpleitk_voxels_and_geometry(tmp_path, monkeypatch):
+    """The one-pass NIfTI reader gives what sitk.ReadImage gives (voxels, dtype, spacing, origin, direction) for
+    every voxel type and orientation header; headers it does not take (scaled intensities, negative pixdim, 4D)
+    still read through ITK, with ITK's result."""
+    import struct
+
+    rng = np.random.default_rng(5)
+    calls = []
+    real_check = mio._check_nifti_complete
+    monkeypatch.setattr(mio, "_check_nifti_complete", lambda path: (calls.append(Path(path).name), real_check(path)))
+
+    def same(path: Path) -> None:
+        got = read_image(path)
+        ref = sitk.ReadImage(str(path))
+        want = sitk.GetArrayFromImage(ref)
+        assert got.array.dtype == want.dtype and got.array.shape == want.shape, path.name
+        assert np.array_equal(got.array, want), path.name
+        assert got.geometry == Geometry.from_sitk(ref), path.name
+        assert got.kind == "3d" and got.format == "nifti"
+
+    for i, dtype in enumerate([np.int16, np.uint8, np.float32, np.uint16, np.int8, np.float64, np.int32, np.uint32]):
+        vol = (rng.standard_normal((5 + i, 7, 9)) * 60).astype(dtype)
+        img = sitk.GetImageFromArray(vol)
+        img.SetSpacing((0.5 + i, 0.7, 2.5))
+        img.SetOrigin((1.0, -2.0 * i, 3.0))
+        rot = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+        img.SetDirection(tuple((rot * np.sign(np.linalg.det(rot))).ravel()))
+        for suffix in (".nii", ".nii.gz"):
+            path = tmp_path / f"v{i}{suffix}"
+            sitk.WriteImage(img, str(path))
+            same(path)
+    assert calls == [], f"ITK's path was used for {calls}"
+
+    base = tmp_path / "base.nii"
+    img = sitk.GetImageFromArray((np.arange(4 * 5 * 6) - 50).astype(np.int16).reshape(4, 5, 6))
+    img.SetSpacing((0.5, 0.6, 2.0))
+    sitk.WriteImage(img, str(base))
+    direct = {
+        "no_orientation.nii": lambda b: struct.pack_into("<2h", b, 252, 0, 0),
+        "qform_flipped.nii.gz": lambda b: (struct.pack_into("<2h", b, 252, 1, 0), struct.pack_into("<f", b, 76, -1.0)),
+        "slope_zero.nii.gz": lambda b: struct.pack_into("<2f", b, 112, 0.0, 0.0),
+    }
+    through_itk = {
+        "scaled.nii": lambda b: struct.pack_into("<2f", b, 112, 2.0, -3.0),
+        "negative_pixdim.nii": lambda b: struct.pack_into("<f", b, 80, -0.5),
+        "four_d.nii": lambda b: struct.pack_into("<8h", b, 40, 4, 6, 5, 4, 1, 1, 1, 1),
+    }
+    for name, edit in {**direct, **through_itk}.items():
+        calls.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            same(_nifti_variant(base, tmp_path / name, edit))
+        assert calls == ([name] if name in through_itk else []), name
+    assert read_image(tmp_path / "scaled.nii").array.dtype == np.float32  # ITK's rescale, not the stored int16
