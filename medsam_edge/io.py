@@ -368,14 +368,18 @@ def _nifti_needed_bytes(header: bytes, path: Path) -> int:
     return max(int(vox_offset), sizeof_hdr) + (count * bitpix + 7) // 8
 
 
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
 def _check_nifti_complete(path: Path) -> None:
     """Raise UnreadableFileError when a NIfTI file (plain or gzip) is shorter than its header says.
 
     ITK reads a short NIfTI without complaint and leaves the missing voxels undefined, so this must be checked
     here. For ``.nii.gz`` the gzip stream is decompressed once in 1 MB steps (its CRC and length are checked too).
     """
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
+    gzipped = _is_gzip(path)
     if not gzipped:
         with open(path, "rb") as fh:
             header = fh.read(540)
@@ -436,8 +440,7 @@ def _read_nifti_direct(path: Path) -> "LoadedImage | None":
     """
     import gzip
 
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
+    gzipped = _is_gzip(path)
     opener = gzip.open if gzipped else open
     try:
         with opener(path, "rb") as fh:

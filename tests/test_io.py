@@ -10,6 +10,7 @@ here with SimpleITK's DICOM writer.
 from __future__ import annotations
 
 import io as pyio
+import json
 import os
 import pickle
 import random
@@ -912,7 +913,7 @@ def test_a_read_volume_is_held_once_at_the_peak(tmp_path, suffix):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    out = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
     nbytes_mb = vol.nbytes / 2**20
     assert out["ok"] and out["written"] == 1234 and np.allclose(out["spacing"], [0.75, 0.75, 2.0])
     assert out["checksum"] == int(vol[::7, ::5, ::3].astype(np.int64).sum())
