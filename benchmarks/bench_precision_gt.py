@@ -15,6 +15,8 @@ rounds, median ms and ratios to fp32 and bf16 of the same run.
 
 ``python benchmarks/bench_precision_gt.py --out benchmarks/results/precision_gt.json``
 ``python benchmarks/bench_precision_gt.py --precisions fp32,int8,int8-no-bf16 --out benchmarks/results/precision_gt_no_bf16.json``
+``python benchmarks/bench_precision_gt.py --precisions fp32,bf16,int8,bf16@before,int8@before --models
+before=<worktree>/medsam_edge/models --out ...`` (the shipped files against another commit's, same process)
 (needs the sets: ``python calibration/build_data.py``).
 """
 
@@ -35,10 +37,15 @@ PRECISIONS = ("fp32", "bf16", "int8")
 NO_BF16 = "int8-no-bf16"  # precision="int8" as built on a CPU without bf16 (emulated)
 
 
-def build_segmenter(key: str, threads: int, cache_dir: Path):
+def build_segmenter(key: str, threads: int, cache_dir: Path, model_dirs: dict | None = None):
+    """``key``: a precision, ``int8-no-bf16``, or ``<precision>@<label>`` for that precision's model files from the
+    folder ``model_dirs[label]`` (e.g. the models of an older commit, for a before/after of the shipped files)."""
     from medsam_edge import Segmenter
     from medsam_edge import runtime as runtime_module
 
+    if "@" in key:
+        precision, label = key.split("@", 1)
+        return Segmenter(precision=precision, threads=threads, cache_dir=cache_dir, model_dir=model_dirs[label])
     if key != NO_BF16:
         return Segmenter(precision=key, threads=threads, cache_dir=cache_dir)
     original = runtime_module.bf16_available
@@ -144,8 +151,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", default="val,dev")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--models", action="append", default=[], metavar="LABEL=DIR",
+                    help="model folder for keys <precision>@LABEL (e.g. before=<worktree>/medsam_edge/models)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    model_dirs = dict(m.split("=", 1) for m in args.models)
 
     from calibration import data as caldata
     from medsam_edge.runtime import execution_plan
@@ -156,7 +166,7 @@ def main(argv=None) -> int:
         segmenters = {}
         for k in keys:
             t0 = time.perf_counter()
-            segmenters[k] = build_segmenter(k, args.threads, Path(tmp) / k)
+            segmenters[k] = build_segmenter(k, args.threads, Path(tmp) / k, model_dirs)
             print(f"{k}: compiled in {time.perf_counter() - t0:.1f} s (fresh cache)", flush=True)
         t0 = time.perf_counter()
         records = score_sets(segmenters, sets)

@@ -243,7 +243,8 @@ def fp32_pair(folder: Path | None = None) -> tuple[Path, Path]:
         from medsam_edge.export import export_models  # needs torch
 
         # whole graph (row_strips=1): NNCF must see each tensor once, not once per row strip
-        export_models(out_dir=folder, compress_to_fp16=False, tag=FP32_TAG, verify=True, row_strips=1)
+        export_models(out_dir=folder, compress_to_fp16=False, tag=FP32_TAG, verify=True, row_strips=1,
+                      qkv_split=False)
     return encoder, decoder
 
 
@@ -720,6 +721,49 @@ def _copy_ir(src: Path, dst: Path) -> None:
         os.replace(tmp, dst.with_suffix(suffix))
 
 
+def _install_split_encoder(src: Path, dst: Path) -> int:
+    """Write the encoder IR ``src`` to ``dst`` with its attention projections split into q, k, v products
+    (:func:`medsam_edge.export.qkv_split.split_qkv`; what the shipped int8 encoder runs). Returns the blocks rewritten
+    (0 for an IR that is split already). The .bin, then the .xml, arrive by atomic renames."""
+    from medsam_edge.export.qkv_split import split_qkv
+
+    model, count = split_qkv(ov.Core().read_model(src))
+    tmp = dst.with_name(f".{dst.stem}.split.xml")
+    # compress_to_fp16=False: the float constants of the quantized IR (biases, scales, float layers) stay f32
+    ov.save_model(model, tmp, compress_to_fp16=False)
+    del model
+    os.replace(tmp.with_suffix(".bin"), dst.with_suffix(".bin"))
+    os.replace(tmp, dst)
+    return count
+
+
+QKV_SPLIT_NOTE = ("attention q/k/v projections split into one product each after fine-tuning "
+                  "(medsam_edge/export/qkv_split.py)")
+
+
+def cmd_split_qkv(args: argparse.Namespace) -> int:
+    """Apply the q/k/v split to the installed int8 encoder in place (what ``install`` now does on every build) and
+    note it in the manifest's int8 entry; an encoder that is split already is left as it is."""
+    from medsam_edge.export.qkv_split import qkv_split_count
+    from medsam_edge.models import MODEL_DIR, load_manifest, write_manifest
+
+    model_dir = Path(args.model_dir) if args.model_dir else MODEL_DIR
+    manifest = load_manifest(model_dir)
+    entry = dict(manifest["variants"][VARIANT])
+    xml = model_dir / entry["encoder"]
+    if qkv_split_count(ov.Core().read_model(xml)):
+        print(f"{xml.name}: split already")
+        return 0
+    count = _install_split_encoder(xml, xml)
+    quant = dict(entry.get("quantization", {}))
+    quant["encoder"] = {**quant.get("encoder", {}), "ir_passes": [QKV_SPLIT_NOTE], "qkv_split_blocks": count}
+    entry["quantization"] = quant
+    variants = {**manifest["variants"], VARIANT: entry}
+    write_manifest(model_dir, variants=variants, source=manifest["source"], extra=_manifest_extra(manifest))
+    print(f"{xml.name}: {count} attention blocks split; manifest updated")
+    return 0
+
+
 def _manifest_extra(manifest: dict[str, Any]) -> dict[str, Any] | None:
     """Top-level manifest entries other than those :func:`medsam_edge.models.write_manifest` writes itself."""
     extra = {k: v for k, v in manifest.items() if k not in ("format", "source", "variants", "files")}
@@ -744,7 +788,10 @@ def install(bench_: Workbench, encoder_name: str, decoder_name: str, precision: 
             names[part] = f"{part}_fp32c.xml"
             continue
         dst = model_dir / f"{part}_{VARIANT}.xml"
-        _copy_ir(bench_.path(part, name), dst)
+        if part == "encoder":
+            _install_split_encoder(bench_.path(part, name), dst)
+        else:
+            _copy_ir(bench_.path(part, name), dst)
         names[part] = dst.name
     try:
         manifest = load_manifest(model_dir)
@@ -766,7 +813,8 @@ def install(bench_: Workbench, encoder_name: str, decoder_name: str, precision: 
         "quantization": {
             "tool": f"nncf {nncf.__version__}",
             "openvino": ov.get_version(),
-            "encoder": _part_quantization(bench_, "encoder", encoder_name, names["encoder"]),
+            "encoder": {**_part_quantization(bench_, "encoder", encoder_name, names["encoder"]),
+                        **({"ir_passes": [QKV_SPLIT_NOTE]} if names["encoder"] != "encoder_fp32c.xml" else {})},
             "decoder": _part_quantization(bench_, "decoder", decoder_name, names["decoder"]),
             "source": "FP32-weights IR from medsam_edge.export.export_models(compress_to_fp16=False)",
             "seed": SEED,
@@ -1012,6 +1060,10 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("check-threads", help="the installed int8 pair at 1/2 threads, LATENCY/THROUGHPUT")
     t.add_argument("--model-dir", type=Path, default=None)
     t.set_defaults(func=cmd_check_threads)
+    q = sub.add_parser("split-qkv", help="split the installed int8 encoder's q/k/v projections in place "
+                                          "(medsam_edge/export/qkv_split.py; `build` does it on install)")
+    q.add_argument("--model-dir", type=Path, default=None)
+    q.set_defaults(func=cmd_split_qkv)
     args = parser.parse_args(argv)
     return args.func(args)
 

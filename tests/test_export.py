@@ -452,3 +452,31 @@ def test_row_strip_copies_share_weights_not_biases(ours: LiteMedSAM) -> None:
             for value in op.input_values():
                 if value.get_node().get_type_name() == "Constant":
                     assert len(value.get_target_inputs()) == 1, op.get_friendly_name()
+
+
+# ------------------------------------------------------------------------------------------- q/k/v split
+
+
+def test_qkv_split_computes_the_same_encoder(ours: LiteMedSAM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every attention block of the encoder gets its own q, k, v products and no VariadicSplit remains; at f32 the
+    embedding is the unsplit graph's (bit-identical on AMD Zen 4). Rows taken without the per-head interleave (a
+    plausible slicing bug) give a different embedding, so the comparison can fail."""
+    from medsam_edge.export import qkv_split
+    from medsam_edge.export.convert import convert_encoder
+
+    whole = convert_encoder(ours)
+    image = np.random.default_rng(5).random((1, 3, 256, 256), dtype=np.float32)
+    expected = _f32_embedding(whole, image)
+
+    def rel(model: ov.Model) -> float:
+        got = _f32_embedding(model, image)
+        return float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
+
+    split, count = qkv_split.split_qkv(whole.clone())
+    assert count == 10 and qkv_split.qkv_split_count(split) == 10
+    assert not [op for op in split.get_ops() if op.get_type_name() == "VariadicSplit"]
+    assert rel(split) <= 1e-6
+    assert qkv_split.split_qkv(split)[1] == 0  # idempotent: nothing left to rewrite
+    monkeypatch.setattr(qkv_split, "part_rows",
+                        lambda heads, width, offset, size: np.arange(heads * size, dtype=np.int64) + offset * heads)
+    assert rel(qkv_split.split_qkv(whole.clone())[0]) > 1e-2

@@ -281,7 +281,66 @@ def test_shipped_encoders_keep_feature_maps_channels_first(variant: str) -> None
         pytest.skip(f"{variant} variant not built")
     encoder = ov.Core().read_model(models.resolve(variant).encoder_xml)
     assert layout_transposes(encoder) == []
-    assert sum(op.get_type_name() == "Transpose" for op in encoder.get_ops()) <= 60
+    from medsam_edge.export.qkv_split import MARK
+
+    transposes = [op.get_friendly_name() for op in encoder.get_ops() if op.get_type_name() == "Transpose"]
+    # the q/k/v split (medsam_edge/export/qkv_split.py) turns each block's head transpose into one per part
+    assert sum(MARK not in name for name in transposes) <= 50
+    assert sum(MARK in name for name in transposes) == 30
+
+
+@pytest.mark.parametrize("variant", ["fp32", "fp16", "int8"])
+def test_shipped_encoders_split_qkv(variant: str) -> None:
+    """Every shipped encoder computes each attention block's q, k, v with a product of its own: no VariadicSplit (the
+    CPU plugin's reference kernel, 3% of the int8 encoder), ten blocks rewritten."""
+    from medsam_edge import models
+    from medsam_edge.export.qkv_split import qkv_split_count
+
+    encoder = ov.Core().read_model(models.resolve(variant).encoder_xml)
+    assert [op.get_friendly_name() for op in encoder.get_ops() if op.get_type_name() == "VariadicSplit"] == []
+    assert qkv_split_count(encoder) == 10
+
+
+def _fused_qkv_graph(heads: int = 3, dim: int = 4, channels: int = 8, tokens: int = 5, windows: int = 2):
+    """A small window attention projection as the quantized encoder has it: int8 weights decoded by Convert and a
+    per-channel scale, a bias, the (windows, tokens, heads, 3 x dim) reshape, head transpose and q/k/v split."""
+    rng = np.random.default_rng(11)
+    width = 3 * dim
+    x = ops.parameter([windows, tokens, channels], ov.Type.f32)
+    weight = ops.multiply(ops.convert(ops.constant(rng.integers(-127, 128, (heads * width, channels), np.int8)),
+                                      ov.Type.f32),
+                          ops.constant(rng.uniform(0.01, 0.1, (heads * width, 1)).astype(np.float32)))
+    bias = ops.constant(rng.standard_normal((1, 1, heads * width)).astype(np.float32))
+    fused = ops.add(ops.matmul(x, weight, False, True), bias)
+    shaped = ops.reshape(fused, ops.constant(np.array([windows, tokens, heads, width], np.int64)), False)
+    moved = ops.transpose(shaped, ops.constant(np.array([0, 2, 1, 3], np.int64)))
+    q, k, v = ops.variadic_split(moved, ops.constant(np.int64(3)),
+                                 ops.constant(np.array([dim, dim, dim], np.int64))).outputs()
+    scores = ops.matmul(q, k, False, True)
+    out = ops.matmul(scores, v, False, False)
+    return ov.Model([out.output(0), q, k, v], [x])
+
+
+def test_qkv_split_slices_quantized_weights() -> None:
+    """The pass slices weights through their int8 decoding (Convert, per-channel scale) and the bias, and the new
+    graph's q, k, v and attention output equal the fused graph's at f32 exactly; a graph without the pattern (the
+    rewritten one) is returned as it is."""
+    from medsam_edge.export.qkv_split import qkv_split_count, split_qkv
+
+    x = np.random.default_rng(12).standard_normal((2, 5, 8)).astype(np.float32)
+
+    def run(model: ov.Model) -> list[np.ndarray]:
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return [v.copy() for v in compiled.create_infer_request().infer({0: x}).values()]
+
+    expected = run(_fused_qkv_graph())
+    split, count = split_qkv(_fused_qkv_graph())
+    assert count == 1 and qkv_split_count(split) == 1
+    assert not [op for op in split.get_ops() if op.get_type_name() == "VariadicSplit"]
+    for got, want in zip(run(split), expected):
+        np.testing.assert_array_equal(got, want)
+    again, count = split_qkv(split)
+    assert count == 0 and again is split
 
 
 @pytest.mark.parametrize("variant, strips", [("fp16", 4), ("fp32", 4), ("int8", 1)])
