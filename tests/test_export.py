@@ -412,20 +412,27 @@ def _f32_embedding(model: ov.Model, image: np.ndarray) -> np.ndarray:
     return compiled.create_infer_request().infer({0: image})[0].copy()
 
 
-def test_row_strips_compute_the_whole_encoder(ours: LiteMedSAM, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The encoder's full-resolution part in 2 / 4 / 8 row strips gives the whole graph's embedding (bit-identical
-    on AMD Zen 4 at f32); with too small a halo the strip borders show (so the comparison can fail)."""
-    from medsam_edge.export import row_strips
+def _whole_encoder_and_distance(ours: LiteMedSAM, seed: int):
+    """The unrewritten encoder IR and a function giving another IR's f32 embedding distance (rel. L2) to it."""
     from medsam_edge.export.convert import convert_encoder
 
     whole = convert_encoder(ours)
-    image = np.random.default_rng(3).random((1, 3, 256, 256), dtype=np.float32)
+    image = np.random.default_rng(seed).random((1, 3, 256, 256), dtype=np.float32)
     expected = _f32_embedding(whole, image)
 
     def rel(model: ov.Model) -> float:
         got = _f32_embedding(model, image)
         return float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
 
+    return whole, rel
+
+
+def test_row_strips_compute_the_whole_encoder(ours: LiteMedSAM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder's full-resolution part in 2 / 4 / 8 row strips gives the whole graph's embedding (bit-identical
+    on AMD Zen 4 at f32); with too small a halo the strip borders show (so the comparison can fail)."""
+    from medsam_edge.export import row_strips
+
+    whole, rel = _whole_encoder_and_distance(ours, 3)
     for strips in (2, 4, 8):
         tiled = row_strips.split_rows(whole.clone(), strips)
         assert row_strips.row_strip_count(tiled) == strips
@@ -462,16 +469,8 @@ def test_qkv_split_computes_the_same_encoder(ours: LiteMedSAM, monkeypatch: pyte
     embedding is the unsplit graph's (bit-identical on AMD Zen 4). Rows taken without the per-head interleave (a
     plausible slicing bug) give a different embedding, so the comparison can fail."""
     from medsam_edge.export import qkv_split
-    from medsam_edge.export.convert import convert_encoder
 
-    whole = convert_encoder(ours)
-    image = np.random.default_rng(5).random((1, 3, 256, 256), dtype=np.float32)
-    expected = _f32_embedding(whole, image)
-
-    def rel(model: ov.Model) -> float:
-        got = _f32_embedding(model, image)
-        return float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
-
+    whole, rel = _whole_encoder_and_distance(ours, 5)
     split, count = qkv_split.split_qkv(whole.clone())
     assert count == 10 and qkv_split.qkv_split_count(split) == 10
     assert not [op for op in split.get_ops() if op.get_type_name() == "VariadicSplit"]
