@@ -363,7 +363,8 @@ def test_shipped_rt_info() -> None:
 def test_fp32_export_metadata_and_parity(fp32_export: dict) -> None:
     assert fp32_export["storage"] == "fp32"
     assert fp32_export["parity"]["embedding_rel_l2"] < 1e-4
-    assert fp32_export["compacted"] == {"attention_bias_tables": 10, "positional_encoding": 1, "encoder_row_strips": 4}
+    assert fp32_export["compacted"] == {"attention_bias_tables": 10, "positional_encoding": 1, "encoder_row_strips": 4,
+                                        "encoder_qkv_split": 10}
     info = read_model_info(ov.Core().read_model(fp32_export["decoder"]))
     assert info["weights_storage"] == "fp32" and info["model_type"] == "litemedsam_decoder"
     print("\nFP32 export seconds:", {k: round(v, 1) for k, v in fp32_export["seconds"].items()})
