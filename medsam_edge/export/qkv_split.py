@@ -23,6 +23,8 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
+from .row_strips import _i64, rebuilt
+
 #: friendly-name marker of the nodes this pass adds (``<split name>/qkv_split/part<j>/<op>``)
 MARK = "/qkv_split/"
 #: decoding ops of a weight or bias constant subgraph that act element by element (slicing commutes with them)
@@ -40,10 +42,6 @@ ELEMENTWISE = {
 
 class _NotSliceable(Exception):
     pass
-
-
-def _i64(values) -> ov.Node:
-    return ops.constant(np.array(values, dtype=np.int64))
 
 
 def _sliceable(value: ov.Output, axis: int, full: int) -> bool:
@@ -149,13 +147,7 @@ def split_qkv(model: ov.Model) -> tuple[ov.Model, int]:
             for target in list(split.output(j).get_target_inputs()):
                 target.replace_source_output(moved.output(0))
         count += 1
-    if not count:
-        return model, 0
-    result = ov.Model(model.get_results(), model.get_parameters(), model.get_friendly_name())
-    for key in model.get_rt_info():
-        result.set_rt_info(model.get_rt_info()[key], key)
-    result.validate_nodes_and_infer_types()
-    return result, count
+    return (rebuilt(model), count) if count else (model, 0)
 
 
 def qkv_split_count(model: ov.Model) -> int:

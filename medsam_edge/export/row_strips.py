@@ -126,6 +126,12 @@ def split_rows(model: ov.Model, strips: int = ENCODER_ROW_STRIPS) -> ov.Model:
     joined.set_friendly_name("full_resolution_rows/concat")
     for inp in end_consumers:
         inp.replace_source_output(joined.output(0))
+    return rebuilt(model)
+
+
+def rebuilt(model: ov.Model) -> ov.Model:
+    """A model over ``model``'s rewired graph (nodes no result reaches are dropped), its rt_info kept, types
+    re-inferred: how the IR passes of this package return their result."""
     result = ov.Model(model.get_results(), model.get_parameters(), model.get_friendly_name())
     for key in model.get_rt_info():
         result.set_rt_info(model.get_rt_info()[key], key)
