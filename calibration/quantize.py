@@ -69,7 +69,7 @@ SHIPPED = {"encoder": "qat_240", "decoder": "fp32", "execution": "bf16", "subset
 #: acceptance gate on the val split (INT8 vs FP32 masks, and vs ground truth)
 GATE = {"dsc_vs_fp32_mean": 0.99, "dsc_vs_fp32_p5": 0.97, "gt_dsc_drop_max": 0.005, "encoder_speedup_max": 0.45}
 #: the limits on agreement with FP32 masks (issue 3's gate): a diagnostic since issue 15, which judges INT8 against
-#: ground truth; the shipped qat_240 encoder misses them (val mean ~0.90), so ``split-qkv`` does not block on them
+#: ground truth; the shipped qat_240 encoder misses them (val mean ~0.90), so ``ir-passes`` does not block on them
 AGREEMENT_LIMITS = ("DSC vs FP32 mean", "DSC vs FP32 p5")
 
 
@@ -246,8 +246,9 @@ def fp32_pair(folder: Path | None = None) -> tuple[Path, Path]:
         from medsam_edge.export import export_models  # needs torch
 
         # whole graph (row_strips=1): NNCF must see each tensor once, not once per row strip
+        # and no attention passes: the recipes (and qat_240's fine-tuning) were made on the graph as converted
         export_models(out_dir=folder, compress_to_fp16=False, tag=FP32_TAG, verify=True, row_strips=1,
-                      qkv_split=False)
+                      attention_passes=False)
     return encoder, decoder
 
 
@@ -724,42 +725,47 @@ def _copy_ir(src: Path, dst: Path) -> None:
         os.replace(tmp, dst.with_suffix(suffix))
 
 
-def _install_split_encoder(src: Path, dst: Path) -> int:
-    """Write the encoder IR ``src`` to ``dst`` with its attention projections split into q, k, v products
-    (:func:`medsam_edge.export.qkv_split.split_qkv`; what the shipped int8 encoder runs). Returns the blocks rewritten
-    (0 for an IR that is split already). The .bin, then the .xml, arrive by atomic renames."""
-    from medsam_edge.export.qkv_split import split_qkv
+def _install_passed_encoder(src: Path, dst: Path) -> dict[str, int]:
+    """Write the encoder IR ``src`` to ``dst`` with the attention IR passes applied
+    (:func:`medsam_edge.export.passes.apply_attention_passes`: q, k, v products of their own, channels-last window
+    partitions; what the shipped int8 encoder runs). Returns the blocks each pass rewrote (0 where ``src`` has it
+    already). The .bin, then the .xml, arrive by atomic renames."""
+    from medsam_edge.export.passes import apply_attention_passes
 
-    model, count = split_qkv(ov.Core().read_model(src))
-    tmp = dst.with_name(f".{dst.stem}.split.xml")
+    model, counts = apply_attention_passes(ov.Core().read_model(src))
+    tmp = dst.with_name(f".{dst.stem}.passes.xml")
     # compress_to_fp16=False: the float constants of the quantized IR (biases, scales, float layers) stay f32
     ov.save_model(model, tmp, compress_to_fp16=False)
     del model
     os.replace(tmp.with_suffix(".bin"), dst.with_suffix(".bin"))
     os.replace(tmp, dst)
-    return count
+    return counts
 
 
-QKV_SPLIT_NOTE = ("attention q/k/v projections split into one product each after fine-tuning "
-                  "(medsam_edge/export/qkv_split.py)")
+#: the manifest's note on the IR passes the fine-tuned int8 encoder gets
+IR_PASSES_NOTE = [
+    "attention q/k/v projections split into one product each after fine-tuning (medsam_edge/export/qkv_split.py)",
+    "window partitions and merges through channels-last views (medsam_edge/export/window_layout.py)",
+]
 
 
-def cmd_split_qkv(args: argparse.Namespace) -> int:
-    """Apply the q/k/v split to the installed int8 encoder (what ``install`` now does on every build), measure the
-    val gate of the split pair and record it in the manifest's int8 entry. The split file is staged beside the
-    installed one and replaces it only when the gate holds (or ``--allow-fail``); an encoder that is split already
-    is gated again as it is."""
-    from medsam_edge.export.qkv_split import qkv_split_count
+def cmd_ir_passes(args: argparse.Namespace) -> int:
+    """Apply the attention IR passes to the installed int8 encoder (what ``install`` does on every build), measure
+    the val gate of the resulting pair and record it in the manifest's int8 entry. The new file is staged beside the
+    installed one and replaces it only when the gate holds (or ``--allow-fail``); an encoder that has every pass
+    already is gated again as it is."""
+    from medsam_edge.export.passes import attention_pass_counts
     from medsam_edge.models import MODEL_DIR, load_manifest, write_manifest
 
     model_dir = Path(args.model_dir) if args.model_dir else MODEL_DIR
     manifest = load_manifest(model_dir)
     entry = dict(manifest["variants"][VARIANT])
     xml = model_dir / entry["encoder"]
-    candidate, count = xml, qkv_split_count(ov.Core().read_model(xml))
-    if not count:
+    candidate, before = xml, attention_pass_counts(ov.Core().read_model(xml))
+    if not all(before.values()):
         candidate = xml.with_name(f".staged_{xml.name}")
-        count = _install_split_encoder(xml, candidate)
+        _install_passed_encoder(xml, candidate)
+    counts = attention_pass_counts(ov.Core().read_model(candidate))
     gate, failures = measure_gate(Workbench(), candidate, model_dir / entry["decoder"],
                                   entry["execution_precision"], args.runs)
     print(json.dumps(gate, indent=2))
@@ -771,12 +777,13 @@ def cmd_split_qkv(args: argparse.Namespace) -> int:
         os.replace(candidate.with_suffix(".bin"), xml.with_suffix(".bin"))
         os.replace(candidate, xml)
     quant = dict(entry.get("quantization", {}))
-    quant["encoder"] = {**quant.get("encoder", {}), "ir_passes": [QKV_SPLIT_NOTE], "qkv_split_blocks": count}
+    encoder_entry = {k: v for k, v in quant.get("encoder", {}).items() if k != "qkv_split_blocks"}
+    quant["encoder"] = {**encoder_entry, "ir_passes": IR_PASSES_NOTE, "ir_pass_blocks": counts}
     entry["quantization"] = quant
     entry["gate"] = {**gate, "measured_on": machine()}
     variants = {**manifest["variants"], VARIANT: entry}
     write_manifest(model_dir, variants=variants, source=manifest["source"], extra=_manifest_extra(manifest))
-    print(f"{xml.name}: {count} attention blocks split; gate on ground truth, latency and threads "
+    print(f"{xml.name}: attention blocks per pass {counts}; gate on ground truth, latency and threads "
           f"{'FAILED (installed with --allow-fail)' if blocking else 'held'} (agreement limits missed: "
           f"{failures or 'none'}); manifest updated")
     return 0
@@ -800,6 +807,7 @@ def install(bench_: Workbench, encoder_name: str, decoder_name: str, precision: 
 
     model_dir = Path(model_dir) if model_dir else MODEL_DIR
     names = {}
+    pass_blocks = None  # the attention IR passes' blocks of an installed (quantized) encoder
     for part, name in (("encoder", encoder_name), ("decoder", decoder_name)):
         if bench_.recipe(part, name).kind == "none":
             # not quantized: share the shipped near-FP32 file of the fp32 variant instead of a second copy
@@ -807,7 +815,7 @@ def install(bench_: Workbench, encoder_name: str, decoder_name: str, precision: 
             continue
         dst = model_dir / f"{part}_{VARIANT}.xml"
         if part == "encoder":
-            _install_split_encoder(bench_.path(part, name), dst)
+            pass_blocks = _install_passed_encoder(bench_.path(part, name), dst)
         else:
             _copy_ir(bench_.path(part, name), dst)
         names[part] = dst.name
@@ -832,7 +840,7 @@ def install(bench_: Workbench, encoder_name: str, decoder_name: str, precision: 
             "tool": f"nncf {nncf.__version__}",
             "openvino": ov.get_version(),
             "encoder": {**_part_quantization(bench_, "encoder", encoder_name, names["encoder"]),
-                        **({"ir_passes": [QKV_SPLIT_NOTE]} if names["encoder"] != "encoder_fp32c.xml" else {})},
+                        **({"ir_passes": IR_PASSES_NOTE, "ir_pass_blocks": pass_blocks} if pass_blocks else {})},
             "decoder": _part_quantization(bench_, "decoder", decoder_name, names["decoder"]),
             "source": "FP32-weights IR from medsam_edge.export.export_models(compress_to_fp16=False)",
             "seed": SEED,
@@ -935,8 +943,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     bench_.build("decoder", dec_name, force=args.force)
     encoder = bench_.path("encoder", enc_name)
     if bench_.recipe("encoder", enc_name).kind != "none":  # gate what install ships: the q/k/v-split encoder
-        staged = encoder.with_name(f"{encoder.stem}_qkv_split.xml")
-        _install_split_encoder(encoder, staged)
+        staged = encoder.with_name(f"{encoder.stem}_passes.xml")
+        _install_passed_encoder(encoder, staged)
         encoder = staged
     gate, failures = measure_gate(bench_, encoder, bench_.path("decoder", dec_name), precision, args.runs)
     print(json.dumps(gate, indent=2))
@@ -1091,12 +1099,13 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("check-threads", help="the installed int8 pair at 1/2 threads, LATENCY/THROUGHPUT")
     t.add_argument("--model-dir", type=Path, default=None)
     t.set_defaults(func=cmd_check_threads)
-    q = sub.add_parser("split-qkv", help="split the installed int8 encoder's q/k/v projections in place "
-                                          "(medsam_edge/export/qkv_split.py; `build` does it on install)")
+    q = sub.add_parser("ir-passes", aliases=["split-qkv"],
+                       help="apply the attention IR passes to the installed int8 encoder in place "
+                            "(medsam_edge/export/passes.py; `build` does it on install)")
     q.add_argument("--model-dir", type=Path, default=None)
     q.add_argument("--runs", type=int, default=25)
     q.add_argument("--allow-fail", action="store_true", help="install even if the gate fails (for experiments)")
-    q.set_defaults(func=cmd_split_qkv)
+    q.set_defaults(func=cmd_ir_passes)
     args = parser.parse_args(argv)
     return args.func(args)
 

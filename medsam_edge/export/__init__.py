@@ -5,6 +5,8 @@
 * :mod:`.convert`: torch -> IR (``export_models``), metadata, parity check;
 * :mod:`.row_strips`: IR pass that runs the encoder's full-resolution part in row strips (less working memory).
 * :mod:`.qkv_split`: IR pass that gives each attention block's q, k, v a product of its own (no split kernel).
+* :mod:`.window_layout`: IR pass that partitions / merges the attention windows through channels-last views.
+* :mod:`.passes`: the attention passes every shipped encoder gets, in order.
 
 Names from the torch-dependent modules are imported lazily, so ``import medsam_edge.export`` works without torch
 and using them raises :class:`medsam_edge.errors.ExportError` with the install hint.

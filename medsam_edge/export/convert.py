@@ -44,7 +44,7 @@ from ..errors import ExportError
 from .architecture import EncoderGraph, LiteMedSAM, load_litemedsam
 from .checkpoint import CHECKPOINT_SHA256, SOURCE_REQUIREMENT, WHEEL_MEMBER, fetch_checkpoint, file_sha256
 from .factored_decoder import FactoredDecoderGraph
-from .qkv_split import split_qkv
+from .passes import apply_attention_passes
 from .row_strips import ENCODER_ROW_STRIPS, split_rows
 
 ENCODER_INPUTS = ("image",)
@@ -422,7 +422,7 @@ def export_models(
     cache_dir: str | os.PathLike | None = None,
     threads: int = 2,
     row_strips: int = ENCODER_ROW_STRIPS,
-    qkv_split: bool = True,
+    attention_passes: bool = True,
 ) -> dict[str, Any]:
     """Export encoder + decoder IRs of LiteMedSAM into ``out_dir``.
 
@@ -437,8 +437,9 @@ def export_models(
         threads: CPU threads for torch and the parity run.
         row_strips: the encoder's full-resolution part in this many row strips (:mod:`.row_strips`; same numbers,
             less working memory); 1 keeps the graph whole (what post-training quantization needs).
-        qkv_split: compute each attention's q, k, v with a product each (:mod:`.qkv_split`; same numbers at f32,
-            no reference-kernel split); False keeps the checkpoint's single projection (the quantization base).
+        attention_passes: apply :mod:`.passes` to the encoder's attention blocks (q, k, v products of their own,
+            channels-last window partitions; same numbers at f32, less data movement); False keeps the graph as
+            converted (the quantization base).
 
     Returns:
         ``{"encoder": Path, "decoder": Path, "storage", "files": {name: bytes}, "parity": {...} | None,
@@ -451,7 +452,7 @@ def export_models(
     torch.set_num_threads(threads)
     try:
         model = load_litemedsam(path, expected_sha256)
-        encoder, decoder, report = convert_pair(model, storage, file_sha256(path), row_strips, qkv_split)
+        encoder, decoder, report = convert_pair(model, storage, file_sha256(path), row_strips, attention_passes)
         t0 = time.perf_counter()
         files, parity = _write_verified(
             model, encoder, decoder, Path(out_dir), tag or storage, storage, verify, threads
@@ -474,22 +475,23 @@ def export_models(
 
 def convert_pair(
     model: LiteMedSAM, storage: str, checkpoint_sha256: str, row_strips: int = ENCODER_ROW_STRIPS,
-    qkv_split: bool = True,
+    attention_passes: bool = True,
 ) -> tuple[ov.Model, ov.Model, dict]:
     """Both in-memory IRs, ready to save with ``storage`` ("fp16" / "fp32") weights, metadata set; the encoder's
     full-resolution part in ``row_strips`` row strips (:func:`.row_strips.split_rows`, 1 = whole), its attention
-    projections split into q, k, v products when ``qkv_split`` (:func:`.qkv_split.split_qkv`).
+    blocks rewritten by :func:`.passes.apply_attention_passes` when ``attention_passes``.
 
     Returns (encoder, decoder, report) with ``report["compacted"]`` (replacement counts, ``encoder_row_strips``,
-    ``encoder_qkv_split``)
+    ``encoder_qkv_split``, ``encoder_window_nhwc``)
     and ``report["seconds"]``.
     """
     compacted: dict[str, int] = {}
     t0 = time.perf_counter()
     encoder = split_rows(convert_encoder(model, compacted), row_strips)
     compacted["encoder_row_strips"] = max(1, int(row_strips))
-    if qkv_split:
-        encoder, compacted["encoder_qkv_split"] = split_qkv(encoder)
+    if attention_passes:
+        encoder, counts = apply_attention_passes(encoder)
+        compacted.update(counts)
     t1 = time.perf_counter()
     decoder = convert_decoder(model, compacted)
     t2 = time.perf_counter()
