@@ -364,7 +364,7 @@ def test_fp32_export_metadata_and_parity(fp32_export: dict) -> None:
     assert fp32_export["storage"] == "fp32"
     assert fp32_export["parity"]["embedding_rel_l2"] < 1e-4
     assert fp32_export["compacted"] == {"attention_bias_tables": 10, "positional_encoding": 1, "encoder_row_strips": 4,
-                                        "encoder_qkv_split": 10}
+                                        "encoder_qkv_split": 10, "encoder_window_nhwc": 10}
     info = read_model_info(ov.Core().read_model(fp32_export["decoder"]))
     assert info["weights_storage"] == "fp32" and info["model_type"] == "litemedsam_decoder"
     print("\nFP32 export seconds:", {k: round(v, 1) for k, v in fp32_export["seconds"].items()})
@@ -480,3 +480,28 @@ def test_qkv_split_computes_the_same_encoder(ours: LiteMedSAM, monkeypatch: pyte
     monkeypatch.setattr(qkv_split, "part_rows",
                         lambda heads, width, offset, size: np.arange(heads * size, dtype=np.int64) + offset * heads)
     assert rel(qkv_split.split_qkv(whole.clone())[0]) > 1e-2
+
+
+# ------------------------------------------------------------------------------------- window layout
+
+
+def test_window_layout_computes_the_same_encoder(ours: LiteMedSAM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channels-last window partition / merge (export/window_layout.py) rewrites all ten attention blocks, on the
+    converted graph and after the q/k/v split, and the f32 embedding stays the original graph's (bit-identical on AMD
+    Zen 4). Windows cut transposed (rows and columns swapped inside each window, merged back consistently) change
+    the embedding through the attention's position biases, so the comparison can fail."""
+    from medsam_edge.export import window_layout
+    from medsam_edge.export.passes import apply_attention_passes, attention_pass_counts
+
+    whole, rel = _whole_encoder_and_distance(ours, 7)
+    nhwc, count = window_layout.channels_last_windows(whole.clone())
+    assert count == 10 and window_layout.window_layout_count(nhwc) == 10
+    names = [op.get_friendly_name() for op in nhwc.get_ops() if window_layout.MARK in op.get_friendly_name()]
+    assert sum(n.endswith("merge/crop") for n in names) == 10  # every merge, with its crop of the padding
+    assert rel(nhwc) <= 1e-6
+    assert window_layout.channels_last_windows(nhwc)[1] == 0  # idempotent
+    both, counts = apply_attention_passes(whole.clone())
+    assert counts == attention_pass_counts(both) == {"encoder_qkv_split": 10, "encoder_window_nhwc": 10}
+    assert rel(both) <= 1e-6
+    monkeypatch.setattr(window_layout, "WINDOW_ORDER", [0, 1, 3, 4, 2, 5])
+    assert rel(window_layout.channels_last_windows(whole.clone())[0]) > 1e-3

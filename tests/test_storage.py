@@ -255,8 +255,8 @@ def test_shipped_fp32_variant() -> None:
     print("\nshipped fp32 variant:", json.dumps({k: facts[k] for k in ("total_bytes", "parity_vs_fp32_ir")}))
 
 
-def layout_transposes(model: ov.Model) -> list[tuple[int, ...]]:
-    """Permutations of the model's rank-4 Transposes that move channels between axis 1 and axis 3."""
+def layout_transposes(model: ov.Model) -> list[str]:
+    """Names of the model's rank-4 Transposes that move channels between axis 1 and axis 3."""
     found = []
     for op in model.get_ops():
         if op.get_type_name() != "Transpose":
@@ -266,7 +266,7 @@ def layout_transposes(model: ov.Model) -> list[tuple[int, ...]]:
             continue
         order = tuple(int(v) for v in order_node.get_data().reshape(-1))
         if order in ((0, 2, 3, 1), (0, 3, 1, 2)):
-            found.append(order)
+            found.append(op.get_friendly_name())
     return found
 
 
@@ -274,31 +274,42 @@ def layout_transposes(model: ov.Model) -> list[tuple[int, ...]]:
 def test_shipped_encoders_keep_feature_maps_channels_first(variant: str) -> None:
     """The export keeps (B, C, H, W) through the attention stages (medsam_edge/export/tinyvit.py): no NCHW<->NHWC
     permutes around the local convolutions (they and their layout reorders cost the CPU plugin 15-30% of the encoder,
-    benchmarks/results/layout.md). A re-export from a channels-last formulation has 26 of them."""
+    benchmarks/results/layout.md). A re-export from a channels-last formulation has 26 of them. The only ones are
+    the window layout pass's views at each attention block's window partition (after the padding) and merge (after
+    the crop), where the plugin's channels-last memory makes them free."""
     from medsam_edge import models
+    from medsam_edge.export import qkv_split, window_layout
 
     if variant not in models.load_manifest()["variants"]:
         pytest.skip(f"{variant} variant not built")
     encoder = ov.Core().read_model(models.resolve(variant).encoder_xml)
-    assert layout_transposes(encoder) == []
-    from medsam_edge.export.qkv_split import MARK
-
+    layout = layout_transposes(encoder)
+    assert sorted(name.rsplit(window_layout.MARK, 1)[-1] for name in layout) == ["merge/nchw"] * 10 + \
+        ["partition/nhwc"] * 10
+    for op in encoder.get_ops():
+        if op.get_friendly_name() in layout and op.get_friendly_name().endswith("partition/nhwc"):
+            assert op.input_value(0).get_node().get_type_name() == "Pad"
+        if op.get_friendly_name() in layout and op.get_friendly_name().endswith("merge/nchw"):
+            assert op.input_value(0).get_node().get_type_name() == "Slice"
     transposes = [op.get_friendly_name() for op in encoder.get_ops() if op.get_type_name() == "Transpose"]
-    # the q/k/v split (medsam_edge/export/qkv_split.py) turns each block's head transpose into one per part
-    assert sum(MARK not in name for name in transposes) <= 50
-    assert sum(MARK in name for name in transposes) == 30
+    # the q/k/v split turns each block's head transpose into one per part; the window layout pass replaces each
+    # block's partition and merge permutation by two transposes
+    assert sum(qkv_split.MARK not in name and window_layout.MARK not in name for name in transposes) <= 30
+    assert sum(qkv_split.MARK in name for name in transposes) == 30
+    assert sum(window_layout.MARK in name for name in transposes) == 40
 
 
 @pytest.mark.parametrize("variant", ["fp32", "fp16", "int8"])
-def test_shipped_encoders_split_qkv(variant: str) -> None:
-    """Every shipped encoder computes each attention block's q, k, v with a product of its own: no VariadicSplit (the
-    CPU plugin's reference kernel, 3% of the int8 encoder), ten blocks rewritten."""
+def test_shipped_encoders_have_the_attention_passes(variant: str) -> None:
+    """Every shipped encoder computes each attention block's q, k, v with a product of its own (no VariadicSplit: the
+    CPU plugin's reference kernel, 3% of the int8 encoder) and cuts its windows through channels-last views (the
+    plugin's reorders around the partitions were ~7% of it): ten blocks each (medsam_edge/export/passes.py)."""
     from medsam_edge import models
-    from medsam_edge.export.qkv_split import qkv_split_count
+    from medsam_edge.export.passes import attention_pass_counts
 
     encoder = ov.Core().read_model(models.resolve(variant).encoder_xml)
     assert [op.get_friendly_name() for op in encoder.get_ops() if op.get_type_name() == "VariadicSplit"] == []
-    assert qkv_split_count(encoder) == 10
+    assert attention_pass_counts(encoder) == {"encoder_qkv_split": 10, "encoder_window_nhwc": 10}
 
 
 def _fused_qkv_graph(heads: int = 3, dim: int = 4, channels: int = 8, tokens: int = 5, windows: int = 2):
@@ -358,7 +369,9 @@ def test_layout_transposes_are_found() -> None:
     """The check above can fail: it finds both channel moves in a small graph."""
     x = ops.parameter([1, 8, 4, 4], ov.Type.f32)
     to_last = ops.transpose(x, ops.constant(np.array([0, 2, 3, 1], np.int64)))
+    to_last.set_friendly_name("to_last")
     back = ops.transpose(ops.relu(to_last), ops.constant(np.array([0, 3, 1, 2], np.int64)))
+    back.set_friendly_name("back")
     other = ops.transpose(back, ops.constant(np.array([0, 1, 3, 2], np.int64)))
     model = ov.Model([other], [x])
-    assert sorted(layout_transposes(model)) == [(0, 2, 3, 1), (0, 3, 1, 2)]
+    assert sorted(layout_transposes(model)) == ["back", "to_last"]

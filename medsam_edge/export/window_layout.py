@@ -19,6 +19,7 @@ int8 at bf16: max abs difference 0.0). Measured on AMD EPYC Zen 4 (benchmarks/re
 
 from __future__ import annotations
 
+import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
@@ -29,6 +30,9 @@ MARK = "/window_nhwc/"
 #: the export's window partition / merge permutations on (B, C, nH, wh, nW, ww) / (B, nH, nW, wh, ww, C)
 PARTITION = [0, 2, 4, 3, 5, 1]
 MERGE = [0, 5, 1, 3, 2, 4]
+#: (B, nH, wh, nW, ww, C) -> (B, nH, nW, wh, ww, C): the rows of each window brought together (the merge applies
+#: the inverse permutation)
+WINDOW_ORDER = [0, 1, 3, 2, 4, 5]
 
 
 def _order(transpose: ov.Node) -> list[int] | None:
@@ -72,7 +76,7 @@ def _partition(transpose: ov.Node) -> bool:
         return False
     nhwc = ops.transpose(source, _i64([0, 2, 3, 1]))
     rows = ops.reshape(nhwc, _i64([b, nh, wh, nw, ww, c]), False)
-    windows = ops.transpose(rows, _i64([0, 1, 3, 2, 4, 5]))
+    windows = ops.transpose(rows, _i64(WINDOW_ORDER))
     _name({"partition/nhwc": nhwc, "partition/rows": rows, "partition/windows": windows}, transpose.get_friendly_name())
     transpose.output(0).replace(windows.output(0))
     return True
@@ -97,7 +101,7 @@ def _merge(transpose: ov.Node) -> bool:
         if start is not None and step is not None and out is not None and not any(start) and set(step) == {1} \
                 and out[:2] == [b, c]:
             end = crop
-    rows = ops.transpose(windows, _i64([0, 1, 3, 2, 4, 5]))
+    rows = ops.transpose(windows, _i64(np.argsort(WINDOW_ORDER)))
     nhwc = ops.reshape(rows, _i64([b, nh * wh, nw * ww, c]), False)
     nodes = {"merge/rows": rows, "merge/nhwc": nhwc}
     if end is not reshape:
