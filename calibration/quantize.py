@@ -726,13 +726,13 @@ def _copy_ir(src: Path, dst: Path) -> None:
 
 
 def _install_passed_encoder(src: Path, dst: Path) -> dict[str, int]:
-    """Write the encoder IR ``src`` to ``dst`` with the attention IR passes applied
-    (:func:`medsam_edge.export.passes.apply_attention_passes`: q, k, v products of their own, channels-last window
-    partitions; what the shipped int8 encoder runs). Returns the blocks each pass rewrote (0 where ``src`` has it
-    already). The .bin, then the .xml, arrive by atomic renames."""
-    from medsam_edge.export.passes import apply_attention_passes
+    """Write the encoder IR ``src`` to ``dst`` with the encoder IR passes applied
+    (:func:`medsam_edge.export.passes.apply_encoder_passes`: the full-resolution part in row strips, q, k, v
+    products of their own, channels-last window partitions; what the shipped int8 encoder runs). Returns the row
+    strips and attention blocks of the result. The .bin, then the .xml, arrive by atomic renames."""
+    from medsam_edge.export.passes import apply_encoder_passes
 
-    model, counts = apply_attention_passes(ov.Core().read_model(src))
+    model, counts = apply_encoder_passes(ov.Core().read_model(src))
     tmp = dst.with_name(f".{dst.stem}.passes.xml")
     # compress_to_fp16=False: the float constants of the quantized IR (biases, scales, float layers) stay f32
     ov.save_model(model, tmp, compress_to_fp16=False)
@@ -744,28 +744,29 @@ def _install_passed_encoder(src: Path, dst: Path) -> dict[str, int]:
 
 #: the manifest's note on the IR passes the fine-tuned int8 encoder gets
 IR_PASSES_NOTE = [
+    "the full-resolution part (stem, stage 0, first merge) in row strips (medsam_edge/export/row_strips.py)",
     "attention q/k/v projections split into one product each after fine-tuning (medsam_edge/export/qkv_split.py)",
     "window partitions and merges through channels-last views (medsam_edge/export/window_layout.py)",
 ]
 
 
 def cmd_ir_passes(args: argparse.Namespace) -> int:
-    """Apply the attention IR passes to the installed int8 encoder (what ``install`` does on every build), measure
+    """Apply the encoder IR passes to the installed int8 encoder (what ``install`` does on every build), measure
     the val gate of the resulting pair and record it in the manifest's int8 entry. The new file is staged beside the
     installed one and replaces it only when the gate holds (or ``--allow-fail``); an encoder that has every pass
     already is gated again as it is."""
-    from medsam_edge.export.passes import attention_pass_counts
+    from medsam_edge.export.passes import encoder_pass_counts
     from medsam_edge.models import MODEL_DIR, load_manifest, write_manifest
 
     model_dir = Path(args.model_dir) if args.model_dir else MODEL_DIR
     manifest = load_manifest(model_dir)
     entry = dict(manifest["variants"][VARIANT])
     xml = model_dir / entry["encoder"]
-    candidate, before = xml, attention_pass_counts(ov.Core().read_model(xml))
-    if not all(before.values()):
+    candidate, before = xml, encoder_pass_counts(ov.Core().read_model(xml))
+    if before["encoder_row_strips"] == 1 or not all(before.values()):
         candidate = xml.with_name(f".staged_{xml.name}")
         _install_passed_encoder(xml, candidate)
-    counts = attention_pass_counts(ov.Core().read_model(candidate))
+    counts = encoder_pass_counts(ov.Core().read_model(candidate))
     gate, failures = measure_gate(Workbench(), candidate, model_dir / entry["decoder"],
                                   entry["execution_precision"], args.runs)
     print(json.dumps(gate, indent=2))
@@ -783,7 +784,7 @@ def cmd_ir_passes(args: argparse.Namespace) -> int:
     entry["gate"] = {**gate, "measured_on": machine()}
     variants = {**manifest["variants"], VARIANT: entry}
     write_manifest(model_dir, variants=variants, source=manifest["source"], extra=_manifest_extra(manifest))
-    print(f"{xml.name}: attention blocks per pass {counts}; gate on ground truth, latency and threads "
+    print(f"{xml.name}: row strips and attention blocks per pass {counts}; gate on ground truth, latency and threads "
           f"{'FAILED (installed with --allow-fail)' if blocking else 'held'} (agreement limits missed: "
           f"{failures or 'none'}); manifest updated")
     return 0
@@ -1100,7 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--model-dir", type=Path, default=None)
     t.set_defaults(func=cmd_check_threads)
     q = sub.add_parser("ir-passes", aliases=["split-qkv"],
-                       help="apply the attention IR passes to the installed int8 encoder in place "
+                       help="apply the encoder IR passes to the installed int8 encoder in place "
                             "(medsam_edge/export/passes.py; `build` does it on install)")
     q.add_argument("--model-dir", type=Path, default=None)
     q.add_argument("--runs", type=int, default=25)

@@ -491,7 +491,7 @@ def test_window_layout_computes_the_same_encoder(ours: LiteMedSAM, monkeypatch: 
     Zen 4). Windows cut transposed (rows and columns swapped inside each window, merged back consistently) change
     the embedding through the attention's position biases, so the comparison can fail."""
     from medsam_edge.export import window_layout
-    from medsam_edge.export.passes import apply_attention_passes, attention_pass_counts
+    from medsam_edge.export.passes import apply_encoder_passes
 
     whole, rel = _whole_encoder_and_distance(ours, 7)
     nhwc, count = window_layout.channels_last_windows(whole.clone())
@@ -500,8 +500,12 @@ def test_window_layout_computes_the_same_encoder(ours: LiteMedSAM, monkeypatch: 
     assert sum(n.endswith("merge/crop") for n in names) == 10  # every merge, with its crop of the padding
     assert rel(nhwc) <= 1e-6
     assert window_layout.channels_last_windows(nhwc)[1] == 0  # idempotent
-    both, counts = apply_attention_passes(whole.clone())
-    assert counts == attention_pass_counts(both) == {"encoder_qkv_split": 10, "encoder_window_nhwc": 10}
+    both, counts = apply_encoder_passes(whole.clone(), row_strips=1)
+    assert counts == {"encoder_row_strips": 1, "encoder_qkv_split": 10, "encoder_window_nhwc": 10}
     assert rel(both) <= 1e-6
+    every, counts = apply_encoder_passes(whole.clone())  # what the export ships: row strips too
+    assert counts == {"encoder_row_strips": 4, "encoder_qkv_split": 10, "encoder_window_nhwc": 10}
+    assert rel(every) <= 1e-6
+    assert apply_encoder_passes(every)[1] == counts  # an IR with every pass is left as it is
     monkeypatch.setattr(window_layout, "WINDOW_ORDER", [0, 1, 3, 4, 2, 5])
     assert rel(window_layout.channels_last_windows(whole.clone())[0]) > 1e-3

@@ -300,16 +300,18 @@ def test_shipped_encoders_keep_feature_maps_channels_first(variant: str) -> None
 
 
 @pytest.mark.parametrize("variant", ["fp32", "fp16", "int8"])
-def test_shipped_encoders_have_the_attention_passes(variant: str) -> None:
-    """Every shipped encoder computes each attention block's q, k, v with a product of its own (no VariadicSplit: the
-    CPU plugin's reference kernel, 3% of the int8 encoder) and cuts its windows through channels-last views (the
-    plugin's reorders around the partitions were ~7% of it): ten blocks each (medsam_edge/export/passes.py)."""
+def test_shipped_encoders_have_the_ir_passes(variant: str) -> None:
+    """Every shipped encoder (medsam_edge/export/passes.py) runs its full-resolution part in 4 row strips (less
+    working memory, same embedding), computes each attention block's q, k, v with a product of its own (no
+    VariadicSplit: the CPU plugin's reference kernel, 3% of the int8 encoder) and cuts its windows through
+    channels-last views (the plugin's reorders around the partitions were ~7% of it): ten blocks each."""
     from medsam_edge import models
-    from medsam_edge.export.passes import attention_pass_counts
+    from medsam_edge.export.passes import encoder_pass_counts
 
     encoder = ov.Core().read_model(models.resolve(variant).encoder_xml)
     assert [op.get_friendly_name() for op in encoder.get_ops() if op.get_type_name() == "VariadicSplit"] == []
-    assert attention_pass_counts(encoder) == {"encoder_qkv_split": 10, "encoder_window_nhwc": 10}
+    assert encoder_pass_counts(encoder) == {"encoder_row_strips": 4, "encoder_qkv_split": 10,
+                                            "encoder_window_nhwc": 10}
 
 
 def _fused_qkv_graph(heads: int = 3, dim: int = 4, channels: int = 8, tokens: int = 5, windows: int = 2):
@@ -352,17 +354,6 @@ def test_qkv_split_slices_quantized_weights() -> None:
         np.testing.assert_array_equal(got, want)
     again, count = split_qkv(split)
     assert count == 0 and again is split
-
-
-@pytest.mark.parametrize("variant, strips", [("fp16", 4), ("fp32", 4), ("int8", 1)])
-def test_shipped_encoders_row_strips(variant: str, strips: int) -> None:
-    """fp16 / fp32c encoders run their full-resolution part in 4 row strips (medsam_edge/export/row_strips.py: less
-    working memory, same embedding); the fine-tuned int8 encoder is whole (its quantizers belong to the whole graph)."""
-    from medsam_edge import models
-    from medsam_edge.export.row_strips import row_strip_count
-
-    encoder = ov.Core().read_model(models.resolve(variant).encoder_xml)
-    assert row_strip_count(encoder) == strips
 
 
 def test_layout_transposes_are_found() -> None:

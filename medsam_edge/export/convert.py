@@ -44,8 +44,8 @@ from ..errors import ExportError
 from .architecture import EncoderGraph, LiteMedSAM, load_litemedsam
 from .checkpoint import CHECKPOINT_SHA256, SOURCE_REQUIREMENT, WHEEL_MEMBER, fetch_checkpoint, file_sha256
 from .factored_decoder import FactoredDecoderGraph
-from .passes import apply_attention_passes
-from .row_strips import ENCODER_ROW_STRIPS, split_rows
+from .passes import apply_encoder_passes
+from .row_strips import ENCODER_ROW_STRIPS
 
 ENCODER_INPUTS = ("image",)
 ENCODER_OUTPUTS = ("embedding",)
@@ -479,7 +479,7 @@ def convert_pair(
 ) -> tuple[ov.Model, ov.Model, dict]:
     """Both in-memory IRs, ready to save with ``storage`` ("fp16" / "fp32") weights, metadata set; the encoder's
     full-resolution part in ``row_strips`` row strips (:func:`.row_strips.split_rows`, 1 = whole), its attention
-    blocks rewritten by :func:`.passes.apply_attention_passes` when ``attention_passes``.
+    blocks rewritten by the attention passes of :func:`.passes.apply_encoder_passes` when ``attention_passes``.
 
     Returns (encoder, decoder, report) with ``report["compacted"]`` (replacement counts, ``encoder_row_strips``,
     ``encoder_qkv_split``, ``encoder_window_nhwc``)
@@ -487,11 +487,8 @@ def convert_pair(
     """
     compacted: dict[str, int] = {}
     t0 = time.perf_counter()
-    encoder = split_rows(convert_encoder(model, compacted), row_strips)
-    compacted["encoder_row_strips"] = max(1, int(row_strips))
-    if attention_passes:
-        encoder, counts = apply_attention_passes(encoder)
-        compacted.update(counts)
+    encoder, counts = apply_encoder_passes(convert_encoder(model, compacted), row_strips, attention_passes)
+    compacted.update({k: v for k, v in counts.items() if attention_passes or k == "encoder_row_strips"})
     t1 = time.perf_counter()
     decoder = convert_decoder(model, compacted)
     t2 = time.perf_counter()

@@ -12,9 +12,10 @@ Convolution weights (and the constant subgraphs that decode them, e.g. the fp32c
 copies, so the .bin grows only by the copies' biases; the .xml gains the copies' layer entries.
 
 Measured (AMD EPYC Zen 4, 2 threads, LATENCY; benchmarks/results/volume.md, 2026-12-07): compile + first inference
-of the encoder alone 281 -> 212 MB at f32 (fp32c), 181 -> 146 MB at bf16 (fp16 IR), latency 0.99-1.01x. The int8
-encoder is left whole: 175 -> 154-158 MB but 1.00-1.06x slower, and its quantizers come from fine-tuning the whole
-graph (calibration/qat.py).
+of the encoder alone 281 -> 212 MB at f32 (fp32c), 181 -> 146 MB at bf16 (fp16 IR), latency 0.99-1.01x. The
+fine-tuned int8 encoder gets the strips after its fine-tuning (calibration/quantize.py; its bf16 results are
+bit-identical too): once the window layout pass had removed its layout reorders, 245 -> 218 MB and 0.97-0.98x
+the time (volume.md, 2026-12-07; before that pass: 1.00-1.06x, so it was left whole).
 """
 
 from __future__ import annotations
