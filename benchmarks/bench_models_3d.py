@@ -13,14 +13,9 @@ on both alike. Scores: :func:`medsam_edge.metrics.compute_dsc_nsd` (spacing (z, 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import time
 from pathlib import Path
 
-import numpy as np
-
-from bench_volume import DEV, load
+from bench_volume import DEV, interleaved_runs, load, summarize_runs, write_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import medsam_edge
-    from medsam_edge.bench import cpu_label
-    from medsam_edge.metrics import compute_dsc_nsd
 
     folders = {}
     for spec in args.models:
@@ -53,37 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     for seg in segs.values():  # compile + first inferences outside the timing
         seg.segment_volume(cases[0]["imgs"], cases[0]["boxes"][:1])
     labels = list(segs)
-    rows = []
-    for rep in range(args.repeats):
-        for ci, case in enumerate(cases):
-            shift = (ci + rep) % len(labels)
-            for label in labels[shift:] + labels[:shift]:
-                load0 = os.getloadavg()[0]
-                t0 = time.perf_counter()
-                res = segs[label].segment_volume(case["imgs"], case["boxes"])
-                wall = time.perf_counter() - t0
-                sc = compute_dsc_nsd(np.asarray(res.label_map), case["gts"], case["spacing"], 2.0)
-                rows.append({"case": case["name"], "models": label, "repeat": rep, "wall_s": round(wall, 3),
-                             "encoded_slices": res.encoded_slices, "dsc": round(float(sc.mean_dsc), 4),
-                             "nsd": round(float(sc.mean_nsd), 4), "loadavg": round(load0, 2)})
-                print(json.dumps(rows[-1]), flush=True)
-    summary = {}
-    for label in labels:
-        sel = [r for r in rows if r["models"] == label]
-        summary[label] = {"total_wall_s": round(float(sum(r["wall_s"] for r in sel)), 2),
-                          "mean_dsc": round(float(np.mean([r["dsc"] for r in sel])), 4),
-                          "mean_nsd": round(float(np.mean([r["nsd"] for r in sel])), 4)}
-    base = summary[labels[0]]
-    for label in labels:
-        summary[label]["time_ratio_vs_first"] = round(summary[label]["total_wall_s"] / base["total_wall_s"], 3)
+    runners = {label: (lambda case, seg=seg: seg.segment_volume(case["imgs"], case["boxes"]))
+               for label, seg in segs.items()}
+    rows = interleaved_runs(cases, runners, args.repeats, "models")
+    summary = summarize_runs(rows, "models")
     seg = segs[labels[0]]
-    doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu_label(), "threads": seg.options.threads,
-           "precision": seg.options.precision, "strategy": seg.volume_strategy,
-           "models": {k: str(v) if v else "shipped" for k, v in folders.items()}, "cases": names,
-           "summary": summary, "rows": rows}
-    print(json.dumps(summary, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    write_runs(args.out, seg, summary, rows, strategy=seg.volume_strategy,
+               models={k: str(v) if v else "shipped" for k, v in folders.items()}, cases=names)
     return 0
 
 

@@ -41,6 +41,60 @@ def load(case: Path) -> dict:
             "spacing": tuple(float(v) for v in np.asarray(spacing, float)[::-1])}
 
 
+def interleaved_runs(cases: list[dict], runners: dict, repeats: int, key: str) -> list[dict]:
+    """Every case (from :func:`load`) segmented by every runner (label -> ``case -> VolumeResult``), the runners'
+    order rotating case by case and repeat by repeat so that the machine's drift falls on all alike; one row per run
+    (wall time, slice encodings, DSC / NSD at 2 mm, load average), the runner's label under ``key``."""
+    from medsam_edge.metrics import compute_dsc_nsd
+
+    labels = list(runners)
+    rows = []
+    for rep in range(repeats):
+        for ci, case in enumerate(cases):
+            shift = (ci + rep) % len(labels)
+            for label in labels[shift:] + labels[:shift]:
+                load0 = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                res = runners[label](case)
+                wall = time.perf_counter() - t0
+                sc = compute_dsc_nsd(np.asarray(res.label_map), case["gts"], case["spacing"], 2.0)
+                rows.append({"case": case["name"], key: label, "repeat": rep, "wall_s": round(wall, 3),
+                             "encoded_slices": res.encoded_slices, "dsc": round(float(sc.mean_dsc), 4),
+                             "nsd": round(float(sc.mean_nsd), 4), "loadavg": round(load0, 2)})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def summarize_runs(rows: list[dict], key: str) -> dict:
+    """Per runner label (first-seen order): mean DSC / NSD, summed wall time and slice encodings, time and score
+    differences to the first label (points)."""
+    summary: dict = {}
+    for label in dict.fromkeys(r[key] for r in rows):
+        sel = [r for r in rows if r[key] == label]
+        summary[label] = {"mean_dsc": round(float(np.mean([r["dsc"] for r in sel])), 4),
+                          "mean_nsd": round(float(np.mean([r["nsd"] for r in sel])), 4),
+                          "total_wall_s": round(float(sum(r["wall_s"] for r in sel)), 2),
+                          "encoded_slices": int(sum(r["encoded_slices"] for r in sel))}
+    base = next(iter(summary.values()))
+    for s in summary.values():
+        s["time_ratio_vs_first"] = round(s["total_wall_s"] / base["total_wall_s"], 3) if base["total_wall_s"] else None
+        s["dsc_points_vs_first"] = round(100 * (s["mean_dsc"] - base["mean_dsc"]), 2)
+        s["nsd_points_vs_first"] = round(100 * (s["mean_nsd"] - base["mean_nsd"]), 2)
+    return summary
+
+
+def write_runs(out: Path | None, seg, summary: dict, rows: list[dict], **facts) -> None:
+    """Print ``summary`` and write it with the rows, the CPU, the Segmenter's threads / precision and ``facts`` to
+    ``out`` (JSON) when given."""
+    from medsam_edge.bench import cpu_label
+
+    doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu_label(), "threads": seg.options.threads,
+           "precision": seg.options.precision, **facts, "summary": summary, "rows": rows}
+    print(json.dumps(summary, indent=1))
+    if out:
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+
+
 def strategies_child(src: str, names: list[str], repeats: int) -> dict:
     if src:
         sys.meta_path[:] = [f for f in sys.meta_path if "Redirect" not in type(f).__name__]
