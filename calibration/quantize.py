@@ -808,7 +808,7 @@ def install(bench_: Workbench, encoder_name: str, decoder_name: str, precision: 
 
     model_dir = Path(model_dir) if model_dir else MODEL_DIR
     names = {}
-    pass_blocks = None  # the attention IR passes' blocks of an installed (quantized) encoder
+    pass_blocks = None  # encoder_pass_counts of an installed (quantized) encoder
     for part, name in (("encoder", encoder_name), ("decoder", decoder_name)):
         if bench_.recipe(part, name).kind == "none":
             # not quantized: share the shipped near-FP32 file of the fp32 variant instead of a second copy
@@ -943,7 +943,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     bench_.build("encoder", enc_name, force=args.force)
     bench_.build("decoder", dec_name, force=args.force)
     encoder = bench_.path("encoder", enc_name)
-    if bench_.recipe("encoder", enc_name).kind != "none":  # gate what install ships: the q/k/v-split encoder
+    if bench_.recipe("encoder", enc_name).kind != "none":  # gate what install ships: the IR-passed encoder
         staged = encoder.with_name(f"{encoder.stem}_passes.xml")
         _install_passed_encoder(encoder, staged)
         encoder = staged
