@@ -488,7 +488,7 @@ def convert_pair(
     compacted: dict[str, int] = {}
     t0 = time.perf_counter()
     encoder, counts = apply_encoder_passes(convert_encoder(model, compacted), row_strips, attention_passes)
-    compacted.update({k: v for k, v in counts.items() if attention_passes or k == "encoder_row_strips"})
+    compacted.update(counts)
     t1 = time.perf_counter()
     decoder = convert_decoder(model, compacted)
     t2 = time.perf_counter()

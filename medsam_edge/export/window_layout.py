@@ -35,13 +35,6 @@ MERGE = [0, 5, 1, 3, 2, 4]
 WINDOW_ORDER = [0, 1, 3, 2, 4, 5]
 
 
-def _order(transpose: ov.Node) -> list[int] | None:
-    node = transpose.input_value(1).get_node()
-    if node.get_type_name() != "Constant":
-        return None
-    return [int(v) for v in node.get_data().reshape(-1)]
-
-
 def _static(value: ov.Output) -> list[int] | None:
     shape = value.get_partial_shape()
     return [int(d) for d in shape.to_shape()] if shape.is_static else None
@@ -118,11 +111,10 @@ def _merge(transpose: ov.Node) -> bool:
 def channels_last_windows(model: ov.Model) -> tuple[ov.Model, int]:
     """A new encoder model whose window partitions and merges go through channels-last views (module docstring), and
     the number of window partitions rewritten (the shipped encoders: 10, one per attention block, each with its
-    merge). ``model`` is consumed (its graph is
-    rewired); use the returned model. A model without the pattern (e.g. already rewritten) comes back with 0."""
+    merge). ``model`` is consumed (its graph is rewired); use the returned model. A model without the pattern (e.g. already rewritten) comes back with 0."""
     partitions = merges = 0
     for op in [op for op in model.get_ordered_ops() if op.get_type_name() == "Transpose"]:
-        order = _order(op)
+        order = _constant_values(op.input_value(1))
         if order == PARTITION:
             partitions += _partition(op)
         elif order == MERGE:
