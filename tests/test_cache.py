@@ -252,3 +252,51 @@ def test_golden_file_is_verified_like_the_models(tmp_path):
         handle.write(b"\xff\xfe")
     with pytest.raises(ModelFileError, match="golden.npz"):
         resolve("fp16", tmp_path)
+
+
+TRIM_CHILD = textwrap.dedent("""
+    import ctypes, json, sys
+    from medsam_edge.runtime import trim_heap
+
+    def rss_kb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    blocks = [libc.malloc(4000) for _ in range(20000)]  # ~80 MB of small blocks in the main heap
+    for b in blocks:
+        libc.memset(b, 1, 4000)
+    guard = libc.malloc(4000)  # keeps the heap's top in use, so free() alone cannot shrink it
+    for b in blocks:
+        libc.free(b)
+    before = rss_kb()
+    done = trim_heap() if sys.argv[1] == "trim" else False
+    print(json.dumps({"trimmed": done, "freed_mb": (before - rss_kb()) / 1024}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc heap behaviour")
+def test_trim_heap_returns_freed_heap_pages_to_the_system():
+    out = {}
+    for mode in ("trim", "none"):
+        proc = subprocess.run([sys.executable, "-c", TRIM_CHILD, mode], capture_output=True, text=True, check=True)
+        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["trim"]["trimmed"] is True
+    assert out["trim"]["freed_mb"] > 40, out  # the freed blocks leave the process
+    assert out["none"]["freed_mb"] < 10, out  # and without the trim they stay resident
+
+
+def test_engine_trims_the_heap_once_the_models_are_built(monkeypatch):
+    from medsam_edge import runtime
+
+    calls = []
+    real = runtime.trim_heap
+    monkeypatch.setattr(runtime, "trim_heap", lambda: calls.append(1) or real())
+    seg = Segmenter(precision="fp32", cache_dir=None)
+    assert calls == [1]
+    assert seg(load_example().image, load_example().boxes[:1]).masks.shape[0] == 1
