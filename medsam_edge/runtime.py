@@ -194,7 +194,6 @@ CPU_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx51
              "amx_int8", "amx_fp16")
 
 
-@lru_cache(maxsize=1)
 def trim_heap() -> bool:
     """Give the C heap's free pages back to the system (glibc ``malloc_trim(0)``); False where there is no glibc.
 
@@ -217,6 +216,7 @@ def trim_heap() -> bool:
     return True
 
 
+@lru_cache(maxsize=1)
 def cpu_features() -> dict:
     """``{"model": name, "flags": [...]}`` of this machine's CPU (Linux ``/proc/cpuinfo``; elsewhere name only).
 

@@ -268,15 +268,18 @@ TRIM_CHILD = textwrap.dedent("""
     libc.malloc.argtypes = [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
     libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
-    blocks = [libc.malloc(4000) for _ in range(20000)]  # ~80 MB of small blocks in the main heap
-    for b in blocks:
-        libc.memset(b, 1, 4000)
-    guard = libc.malloc(4000)  # keeps the heap's top in use, so free() alone cannot shrink it
-    for b in blocks:
-        libc.free(b)
-    before = rss_kb()
-    done = trim_heap() if sys.argv[1] == "trim" else False
-    print(json.dumps({"trimmed": done, "freed_mb": (before - rss_kb()) / 1024}))
+    freed, done = [], []
+    for _ in range(2):  # twice: every call trims, not only the first
+        blocks = [libc.malloc(4000) for _ in range(20000)]  # ~80 MB of small blocks in the main heap
+        for b in blocks:
+            libc.memset(b, 1, 4000)
+        guard = libc.malloc(4000)  # keeps the heap's top in use, so free() alone cannot shrink it
+        for b in blocks:
+            libc.free(b)
+        before = rss_kb()
+        done.append(trim_heap() if sys.argv[1] == "trim" else False)
+        freed.append((before - rss_kb()) / 1024)
+    print(json.dumps({"trimmed": all(done), "freed_mb": min(freed), "max_freed_mb": max(freed)}))
 """)
 
 
@@ -288,7 +291,7 @@ def test_trim_heap_returns_freed_heap_pages_to_the_system():
         out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["trim"]["trimmed"] is True
     assert out["trim"]["freed_mb"] > 40, out  # the freed blocks leave the process
-    assert out["none"]["freed_mb"] < 10, out  # and without the trim they stay resident
+    assert out["none"]["max_freed_mb"] < 10, out  # and without the trim they stay resident
 
 
 def test_engine_trims_the_heap_once_the_models_are_built(monkeypatch):
