@@ -87,8 +87,7 @@ class Engine:
     def open(cls, options, model_dir=None, verify_models: bool = True) -> "Engine":
         """Compile the IR pair of ``options.precision`` (a :class:`~medsam_edge.runtime.RuntimeOptions`)."""
         from .models import resolve
-        from . import runtime as _runtime
-        from .runtime import DECODER_SHAPES, WIDE_DECODER_SHAPES, DecoderModel, EncoderModel, Runtime
+        from .runtime import DECODER_SHAPES, WIDE_DECODER_SHAPES, DecoderModel, EncoderModel, Runtime, trim_heap
 
         models = resolve(options.variant, model_dir, verify=verify_models)
         runtime = Runtime(options, digests=models.digests, golden=models.golden)
@@ -108,7 +107,7 @@ class Engine:
                 wait([pending])
                 raise
             decoder_compiled = pending.result()
-        _runtime.trim_heap()  # what the import / compile freed goes back to the system (runtime.trim_heap)
+        trim_heap()  # what the import / compile freed goes back to the system (runtime.trim_heap)
         encoder = EncoderModel(encoder_compiled)
         decoder = DecoderModel(
             decoder_compiled,

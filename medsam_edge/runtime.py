@@ -202,18 +202,25 @@ def trim_heap() -> bool:
     are built: peak RSS of the 512x512x200 int16 run 385.9 -> 383.0 MB from the cache, 446.1 -> 419.2 MB on a run that
     compiles the models (AMD EPYC Zen 4, ``benchmarks/results/memory_trim_heap.json``); it takes ~0.05 ms.
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
     trim(0)
     return True
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim`` from the symbols this process already has loaded, or None (musl, macOS, Windows)."""
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
 
 
 @lru_cache(maxsize=1)
